@@ -1,0 +1,18 @@
+"""Builds the native shim (hw/_native) with the machine's C compiler against Unicorn's headers."""
+import os
+
+import unicorn
+from setuptools import Extension, setup
+
+UNICORN_INCLUDE = os.path.join(os.path.dirname(unicorn.__file__), "include")
+
+setup(
+    ext_modules=[
+        Extension(
+            "softkvm.hw._native._shim",
+            sources=["src/softkvm/hw/_native/shim.c"],
+            include_dirs=[UNICORN_INCLUDE],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+        )
+    ]
+)

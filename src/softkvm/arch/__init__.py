@@ -1,0 +1,1 @@
+"""Pure architecture facts: encodings, register fields, ids. No state, no Unicorn."""

@@ -1,0 +1,285 @@
+/*
+ * softkvm native shim: the few Unicorn callbacks that must not cost a Python call.
+ *
+ * Counterparts: the hardware KVM relies on. The kick stands in for the IPI/host interrupt that
+ * takes a CPU out of guest mode at an instruction boundary; the sysreg filter stands in for the
+ * trap configuration (HCR_EL2/ICH_HCR_EL2/CNTHCTL_EL2) that decides which guest register accesses
+ * reach the hypervisor at all; the timer registers are the generic timer's "direct" state while a
+ * vCPU is loaded (arch/arm64/kvm/arch_timer.c, timer_restore_state/timer_save_state).
+ *
+ * Why C: Unicorn calls a MRS/MSR hook for every op0=2/3 access in range (Linux reads SP_EL0 and
+ * TPIDR_EL1 millions of times), and a block hook for every translation block. Only a C callback
+ * is cheap enough for both. Everything decided here is recorded in `struct skvm_vcpu`, which
+ * Python maps with ctypes (keep hw/native.py's mirror in sync with this layout).
+ *
+ * libunicorn is not linked: Python passes the entry points it already loaded (skvm_set_api), so
+ * the shim works with whatever copy of libunicorn the unicorn package ships.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <unicorn/unicorn.h>
+
+enum skvm_exit_kind {
+    SKVM_EXIT_NONE = 0,
+    SKVM_EXIT_INTR = 1,     /* UC_HOOK_INTR: exception the core did not deliver itself */
+    SKVM_EXIT_UNMAPPED = 2, /* access to a physical address with no RAM and no in-kernel device */
+};
+
+/* Per-encoding sysreg policy (index = op0[15:14] op1[13:11] CRn[10:7] CRm[6:3] op2[2:0]). */
+enum skvm_sysreg_policy {
+    SKVM_SR_NATIVE = 0,      /* the core handles it */
+    SKVM_SR_PY_KNOWN = 1,    /* Python emulates; register known to the core (no PC fix) */
+    SKVM_SR_PY_UNKNOWN = 2,  /* Python emulates; unknown to the core, so we advance PC */
+    SKVM_SR_TIMER = 3,       /* generic timer CTL/CVAL/TVAL, emulated here */
+};
+
+/* Python callback for SKVM_SR_PY_*: returns 1 if handled (value in *rval for reads). */
+typedef int (*skvm_py_sysreg_cb)(void *vcpu, uint32_t encoding, uint32_t is_write, uint64_t wval,
+                                 uint64_t *rval);
+
+struct skvm_api {
+    uc_err (*emu_stop)(uc_engine *uc);
+    uc_err (*reg_read)(uc_engine *uc, int regid, void *value);
+    uc_err (*reg_write)(uc_engine *uc, int regid, const void *value);
+    uc_err (*context_save)(uc_engine *uc, uc_context *context);
+};
+
+struct skvm_timer {
+    uint64_t ctl;  /* ENABLE bit0, IMASK bit1 (ISTATUS is computed on read) */
+    uint64_t cval;
+};
+
+struct skvm_vcpu {
+    /* Kick: any thread sets it; the block hook consumes it at the next block boundary. */
+    volatile int32_t kick;
+    int32_t notify_fd; /* eventfd poked when a timer register changes, or -1 */
+
+    /* Exit record of the last stop. */
+    uint32_t exit_kind;
+    uint32_t intno;
+    uint32_t syndrome;
+    uint32_t fsr;
+    uint64_t vaddress;
+    uint32_t target_el;
+    uint32_t mem_type;
+    uint64_t mem_addr;
+    int64_t mem_value;
+    uint32_t mem_size;
+    uint32_t pending_tlbi_is; /* TLBI ...IS seen this slice: flush the other vCPUs' TLBs */
+    uint32_t pending_ic;      /* IC IALLUIS/IVAU seen this slice: flush their translations */
+    uint32_t exc_offset;      /* offset of env->exception in a saved context (calibrated) */
+
+    /* Generic timer, live while the vCPU is loaded: [0] = virtual (CNTV), [1] = physical (CNTP). */
+    struct skvm_timer timer[2];
+    uint64_t cntvoff;       /* CNTVOFF_EL2 in counter ticks */
+    uint64_t timer_writes;  /* bumped on every CTL/CVAL/TVAL write */
+
+    /* Counters (read by the stats layer). */
+    uint64_t n_kicks;
+    uint64_t n_intr;
+    uint64_t n_sysreg_py;
+    uint64_t n_sysreg_timer;
+
+    uc_context *ctx;
+    struct skvm_api *api;
+    skvm_py_sysreg_cb py_cb;
+    void *py_cookie;
+    uint8_t policy[65536];
+};
+
+size_t skvm_vcpu_size(void) { return sizeof(struct skvm_vcpu); }
+
+/* The counter Unicorn's CNTPCT_EL0 returns: CLOCK_MONOTONIC ns at 62.5 MHz (16 ns a tick). */
+static uint64_t counter_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) / 16;
+}
+
+uint64_t skvm_counter_now(void) { return counter_now(); }
+
+static void notify(struct skvm_vcpu *v)
+{
+    v->timer_writes++;
+    if (v->notify_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(v->notify_fd, &one, sizeof(one));
+        (void)r; /* a full eventfd already wakes its reader */
+    }
+}
+
+/* --- the kick --------------------------------------------------------------------------- */
+
+/* Stopping here is exact: the block hook runs before any instruction of the block. */
+static void block_cb(uc_engine *uc, uint64_t address, uint32_t size, void *user)
+{
+    struct skvm_vcpu *v = user;
+    (void)address;
+    (void)size;
+    if (__builtin_expect(v->kick, 0)) {
+        v->kick = 0;
+        v->n_kicks++;
+        v->api->emu_stop(uc);
+    }
+}
+
+/* --- exceptions the core reports instead of delivering ----------------------------------- */
+
+static void intr_cb(uc_engine *uc, uint32_t intno, void *user)
+{
+    struct skvm_vcpu *v = user;
+    v->exit_kind = SKVM_EXIT_INTR;
+    v->intno = intno;
+    v->n_intr++;
+    /* env->exception {syndrome, fsr, vaddress, target_el} is only reachable through a context. */
+    if (v->ctx && v->exc_offset && v->api->context_save(uc, v->ctx) == UC_ERR_OK) {
+        const uint8_t *p = (const uint8_t *)v->ctx + v->exc_offset;
+        memcpy(&v->syndrome, p, 4);
+        memcpy(&v->fsr, p + 4, 4);
+        memcpy(&v->vaddress, p + 8, 8);
+        memcpy(&v->target_el, p + 16, 4);
+    }
+    v->api->emu_stop(uc);
+}
+
+/* Access to an unbacked physical address: record it, let emu_start fail; Python answers. */
+static bool unmapped_cb(uc_engine *uc, uc_mem_type type, uint64_t address, int size,
+                        int64_t value, void *user)
+{
+    struct skvm_vcpu *v = user;
+    (void)uc;
+    v->exit_kind = SKVM_EXIT_UNMAPPED;
+    v->mem_type = (uint32_t)type;
+    v->mem_addr = address;
+    v->mem_size = (uint32_t)size;
+    v->mem_value = value;
+    return false;
+}
+
+/* --- system registers -------------------------------------------------------------------- */
+
+static uint32_t encode(const uc_arm64_cp_reg *cp)
+{
+    return (cp->op0 << 14) | (cp->op1 << 11) | (cp->crn << 7) | (cp->crm << 3) | cp->op2;
+}
+
+/* CNTx_* access. index: 0 virtual, 1 physical; reg: CRm[1:0]-independent op2 (0 TVAL, 1 CTL, 2 CVAL). */
+static uint64_t timer_access(struct skvm_vcpu *v, uint32_t enc, int is_write, uint64_t wval)
+{
+    uint32_t crm = (enc >> 3) & 0xF, op2 = enc & 7;
+    struct skvm_timer *t = &v->timer[crm == 3 ? 0 : 1];
+    uint64_t now = counter_now();
+    uint64_t count = crm == 3 ? now - v->cntvoff : now;
+    v->n_sysreg_timer++;
+    switch (op2) {
+    case 0: /* TVAL: a signed 32-bit view of CVAL - count */
+        if (is_write) {
+            t->cval = count + (uint64_t)(int64_t)(int32_t)(uint32_t)wval;
+            notify(v);
+            return 0;
+        }
+        return (uint64_t)(uint32_t)(t->cval - count);
+    case 1: /* CTL: ISTATUS (bit 2) reports the condition whenever the timer is enabled */
+        if (is_write) {
+            t->ctl = wval & 3;
+            notify(v);
+            return 0;
+        }
+        return t->ctl | (((t->ctl & 1) && t->cval <= count) ? 4u : 0u);
+    default: /* CVAL */
+        if (is_write) {
+            t->cval = wval;
+            notify(v);
+            return 0;
+        }
+        return t->cval;
+    }
+}
+
+static void advance_pc(struct skvm_vcpu *v, uc_engine *uc)
+{
+    uint64_t pc;
+    v->api->reg_read(uc, UC_ARM64_REG_PC, &pc);
+    pc += 4;
+    v->api->reg_write(uc, UC_ARM64_REG_PC, &pc);
+}
+
+static uint32_t sysreg_access(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp,
+                              struct skvm_vcpu *v, int is_write)
+{
+    uint32_t enc = encode(cp);
+    uint8_t policy = v->policy[enc];
+    uint64_t value = 0;
+    if (__builtin_expect(policy == SKVM_SR_NATIVE, 1))
+        return 0;
+    if (policy == SKVM_SR_TIMER) {
+        value = timer_access(v, enc, is_write, cp->val);
+    } else {
+        v->n_sysreg_py++;
+        if (!v->py_cb || !v->py_cb(v->py_cookie, enc, (uint32_t)is_write, cp->val, &value))
+            return 0; /* not ours after all: the core decides (UNDEF for unknown registers) */
+    }
+    if (!is_write && reg != UC_ARM64_REG_XZR)
+        v->api->reg_write(uc, reg, &value);
+    if (policy == SKVM_SR_PY_UNKNOWN)
+        advance_pc(v, uc);
+    return 1;
+}
+
+static uint32_t mrs_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *user)
+{
+    return sysreg_access(uc, reg, cp, user, 0);
+}
+
+static uint32_t msr_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *user)
+{
+    return sysreg_access(uc, reg, cp, user, 1);
+}
+
+/* SYS (op0 = 1): the core performs every maintenance op locally; broadcast ones are recorded so
+ * the other vCPUs are flushed before any of them runs again (only one vCPU runs at a time). */
+static uint32_t sys_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *user)
+{
+    struct skvm_vcpu *v = user;
+    (void)uc;
+    (void)reg;
+    if (cp->crn == 8 && (cp->crm == 3 || cp->crm == 2)) /* TLBI ...IS (and range IS) */
+        v->pending_tlbi_is = 1;
+    else if (cp->crn == 7 && ((cp->crm == 1 && cp->op2 == 0) || (cp->crm == 5 && cp->op1 == 3)))
+        v->pending_ic = 1; /* IC IALLUIS, IC IVAU */
+    return 0;
+}
+
+/* --- set-up ------------------------------------------------------------------------------ */
+
+void skvm_set_api(struct skvm_api *api, void *emu_stop, void *reg_read, void *reg_write,
+                  void *context_save)
+{
+    api->emu_stop = (uc_err(*)(uc_engine *))emu_stop;
+    api->reg_read = (uc_err(*)(uc_engine *, int, void *))reg_read;
+    api->reg_write = (uc_err(*)(uc_engine *, int, const void *))reg_write;
+    api->context_save = (uc_err(*)(uc_engine *, uc_context *))context_save;
+}
+
+void *skvm_block_cb(void) { return (void *)block_cb; }
+void *skvm_intr_cb(void) { return (void *)intr_cb; }
+void *skvm_unmapped_cb(void) { return (void *)unmapped_cb; }
+void *skvm_mrs_cb(void) { return (void *)mrs_cb; }
+void *skvm_msr_cb(void) { return (void *)msr_cb; }
+void *skvm_sys_cb(void) { return (void *)sys_cb; }
+
+/* Importable as a module too, so the package build treats it as an ordinary extension. */
+static struct PyModuleDef shim_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_shim",
+    .m_doc = "softkvm native shim (loaded with ctypes)",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__shim(void) { return PyModule_Create(&shim_module); }

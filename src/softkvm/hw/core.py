@@ -1,0 +1,376 @@
+"""The emulated AArch64 core of one vCPU: a Unicorn instance over the VM's shared RAM.
+
+Counterpart: the physical CPU that KVM enters with ``__kvm_vcpu_run`` — guest code runs at EL1/EL0
+with the hypervisor's traps (HCR_EL2) configured, and whatever the hypervisor must see comes back
+as an exit *value* (``CoreExit``). What hardware would deliver to the guest without KVM (SVC,
+UDF, BRK, MMU faults) the core reflects to the guest's EL1 vectors itself, with the syndrome the
+architecture prescribes. Facts behind every choice here: ``notes/unicorn.md``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import unicorn
+from unicorn import arm64_const as A
+from unicorn import unicorn_const as U
+
+from softkvm.arch import esr as E
+from softkvm.arch import sysregs as S
+from softkvm.hw import native as N
+from softkvm.hw.mmio_decode import MmioInsn, decode
+
+# QEMU exception numbers seen by UC_HOOK_INTR (target/arm/cpu.h EXCP_*).
+EXCP_UDEF = 1
+EXCP_SWI = 2
+EXCP_PREFETCH_ABORT = 3
+EXCP_DATA_ABORT = 4
+EXCP_BKPT = 7
+EXCP_HVC = 11
+EXCP_HYP_TRAP = 12
+EXCP_SMC = 13
+
+# SCR_EL3 = NS|HCE|RW: without it the core treats EL1 as AArch32 (notes §0.1).
+SCR_EL3_VALUE = S.SCR_NS | S.SCR_HCE | S.SCR_RW
+HCR_EL2_BASE = S.HCR_RW | S.HCR_AMO | S.HCR_IMO | S.HCR_FMO | S.HCR_TWI
+PSTATE_RESET = E.PSTATE_DAIF | E.PSR_MODE_EL1h
+TCG_BUFFER_SIZE = 256 << 20
+
+X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(31)]
+REG_PC = A.UC_ARM64_REG_PC
+REG_SP = A.UC_ARM64_REG_SP
+REG_PSTATE = A.UC_ARM64_REG_PSTATE
+
+_CTL_TLB_FLUSH_WRITE = (U.UC_CTL_IO_WRITE << 30) | U.UC_CTL_TLB_FLUSH  # UC_CTL_WRITE(.., 0)
+UNMAPPED_ERRORS = {U.UC_ERR_READ_UNMAPPED, U.UC_ERR_WRITE_UNMAPPED, U.UC_ERR_FETCH_UNMAPPED}
+
+
+class ExitKind(Enum):
+    KICKED = "kicked"          # stopped by a kick (preemption, request, signal)
+    HVC = "hvc"                # PC already past the HVC
+    SMC = "smc"                # PC already past the SMC
+    WFX = "wfx"                # trapped WFI/WFE; PC on the instruction
+    SYSREG = "sysreg"          # trapped MSR/MRS (EC 0x18); PC on the instruction
+    DABT = "dabt"              # data access to an unbacked physical address; PC on it
+    IABT = "iabt"              # instruction fetch from an unbacked physical address
+    INTERNAL = "internal"      # the core failed in a way the guest did not cause
+
+
+@dataclass(slots=True)
+class CoreExit:
+    kind: ExitKind
+    esr: int = 0
+    imm: int = 0
+    addr: int = 0             # physical address for DABT/IABT
+    size: int = 0
+    is_write: bool = False
+    value: int = 0            # store data for DABT writes
+    insn: MmioInsn | None = None
+    message: str = ""
+
+
+@dataclass(slots=True)
+class CoreStats:
+    reflected: dict[int, int]  # guest exceptions reflected to EL1, by EC
+    slices: int = 0
+
+
+class Core:
+    """One vCPU's AArch64 core. Not thread-safe: only the vCPU's own thread runs it."""
+
+    def __init__(self, native: N.Native, ram: list[tuple[int, mmap.mmap]], mpidr: int) -> None:
+        """``ram``: the VM's memslots as (guest physical base, host buffer), shared by all vCPUs."""
+        if not ram:
+            raise ValueError("a core needs at least one RAM region")
+        self.native = native
+        self.uc = uc = unicorn.Uc(U.UC_ARCH_ARM64, U.UC_MODE_ARM)
+        uc.ctl_set_cpu_model(A.UC_CPU_ARM64_A72)  # must be the first call (notes §0.1)
+        uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
+        self.raw = N.RawUc(uc, native.uclib)
+        self.ram = sorted((base, len(buf)) for base, buf in ram)
+        self.ram_base, self.ram_size = self.ram[0]
+        self._ram_refs = []
+        for base, buf in ram:
+            ref = ctypes.c_char.from_buffer(buf)
+            self._ram_refs.append(ref)
+            uc.mem_map_ptr(base, len(buf), U.UC_PROT_ALL, ctypes.addressof(ref))
+        self.state = N.SkvmVcpu()
+        self.state.notify_fd = -1
+        self.state.api = ctypes.pointer(native.api)
+        self._hooks: list[int] = []
+        self._ctx = uc.context_save()
+        self.state.ctx = ctypes.cast(self._ctx.context, ctypes.c_void_p).value
+        self._install_hooks()
+        self.hcr = HCR_EL2_BASE
+        self.stats = CoreStats({})
+        self.sysreg_handler: Callable[[int, bool, int], int | None] | None = None
+        self.on_broadcast: Callable[[Core, bool, bool], None] | None = None
+        self._py_cb = N.PySysregCallback(self._sysreg_cb)
+        self.state.py_cb = ctypes.cast(self._py_cb, ctypes.c_void_p).value
+        self._setup_el2_el3(mpidr)
+        self.state.exc_offset = _exception_offset(self)
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _install_hooks(self) -> None:
+        lib, uch, arg = self.native.uclib, self.uc._uch, ctypes.cast(
+            ctypes.pointer(self.state), ctypes.c_void_p)
+        shim = self.native.shim
+
+        def add(kind: int, cb: int, begin: int = 1, end: int = 0, *extra: int) -> None:
+            handle = ctypes.c_size_t()
+            err = lib.uc_hook_add(uch, ctypes.byref(handle), kind, ctypes.c_void_p(cb), arg,
+                                  ctypes.c_uint64(begin), ctypes.c_uint64(end), *extra)
+            if err:
+                raise N.NativeShimError(f"uc_hook_add({kind}) failed with uc_err {err}")
+            self._hooks.append(handle.value)
+
+        add(U.UC_HOOK_BLOCK, shim.skvm_block_cb())
+        add(U.UC_HOOK_INTR, shim.skvm_intr_cb())
+        # Never cover RAM with a memory hook: it sends every guest store down the slow path.
+        for begin, end in _gaps(self.ram):
+            add(U.UC_HOOK_MEM_UNMAPPED, shim.skvm_unmapped_cb(), begin, end)
+        for insn, cb in ((A.UC_ARM64_INS_MRS, shim.skvm_mrs_cb()),
+                         (A.UC_ARM64_INS_MSR, shim.skvm_msr_cb()),
+                         (A.UC_ARM64_INS_SYS, shim.skvm_sys_cb())):
+            add(U.UC_HOOK_INSN, cb, 1, 0, ctypes.c_int(insn))
+
+    def _setup_el2_el3(self, mpidr: int) -> None:
+        raw = self.raw
+        raw.cpr_write(*S.SCR_EL3, SCR_EL3_VALUE)
+        raw.cpr_write(*S.HCR_EL2, self.hcr)
+        raw.cpr_write(*S.VMPIDR_EL2, (1 << 31) | mpidr)  # EL1 reads of MPIDR_EL1 see VMPIDR_EL2
+        raw.write(REG_PSTATE, PSTATE_RESET)
+
+    def set_sysreg_policy(self, encoding: int, policy: int) -> None:
+        """Route guest MRS/MSR of ``encoding``: native, Python (``sysreg_handler``) or timer."""
+        self.state.policy[encoding] = policy
+
+    def map_mmio(self, base: int, size: int, read: Callable[[int, int], int],
+                 write: Callable[[int, int, int], None]) -> None:
+        """An in-kernel device region: accesses are served synchronously, with no exit."""
+        self.uc.mmio_map(base, size, lambda _uc, off, sz, _u: read(off, sz), None,
+                         lambda _uc, off, sz, val, _u: write(off, sz, val), None)
+
+    def close(self) -> None:
+        for handle in self._hooks:
+            self.native.uclib.uc_hook_del(self.uc._uch, ctypes.c_size_t(handle))
+        self._hooks.clear()
+        for base, size in self.ram:
+            self.uc.mem_unmap(base, size)
+        self._ram_refs.clear()
+
+    # --- running -----------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Stop at the next block boundary (any thread). Never use emu_stop from outside."""
+        self.state.kick = 1
+
+    def clear_kick(self) -> None:
+        self.state.kick = 0
+
+    def run(self) -> CoreExit:
+        """Run guest code until something the hypervisor must see happens."""
+        st, raw = self.state, self.raw
+        while True:
+            st.exit_kind = N.EXIT_NONE
+            err = raw.emu_start(raw.read(REG_PC))
+            self.stats.slices += 1
+            if st.pending_tlbi_is or st.pending_ic:
+                self._broadcast()
+            if err in UNMAPPED_ERRORS or st.exit_kind == N.EXIT_UNMAPPED:
+                return self._unmapped_exit()
+            if err:
+                return CoreExit(ExitKind.INTERNAL, message=f"the core stopped with uc_err {err}: "
+                                f"{unicorn.UcError(err)} at pc={raw.read(REG_PC):#x}")
+            if st.exit_kind == N.EXIT_NONE:
+                return CoreExit(ExitKind.KICKED)
+            exit_ = self._intr_exit()
+            if exit_ is not None:
+                return exit_
+            if st.kick:  # a reflected exception must not hide a pending kick
+                st.kick = 0
+                return CoreExit(ExitKind.KICKED)
+
+    def _broadcast(self) -> None:
+        st = self.state
+        tlbi, ic = bool(st.pending_tlbi_is), bool(st.pending_ic)
+        st.pending_tlbi_is = st.pending_ic = 0
+        if self.on_broadcast is not None:
+            self.on_broadcast(self, tlbi, ic)
+
+    def _intr_exit(self) -> CoreExit | None:
+        """Turn a reported exception into an exit, or reflect it to the guest (None)."""
+        st, intno, syndrome = self.state, self.state.intno, self.state.syndrome
+        pc = self.raw.read(REG_PC)
+        if intno == EXCP_HVC:
+            return CoreExit(ExitKind.HVC, esr=syndrome, imm=syndrome & 0xFFFF)
+        if intno == EXCP_SMC:
+            return CoreExit(ExitKind.SMC, esr=syndrome, imm=syndrome & 0xFFFF)
+        if intno == EXCP_HYP_TRAP:  # SMC trapped by HCR_EL2.TSC: PC is on the SMC
+            self.raw.write(REG_PC, pc + 4)
+            return CoreExit(ExitKind.SMC, esr=syndrome, imm=syndrome & 0xFFFF)
+        if intno == EXCP_UDEF and st.target_el == 2:
+            ec = E.esr_ec(syndrome)
+            if ec == E.EC_WFX:
+                return CoreExit(ExitKind.WFX, esr=syndrome)
+            if ec == E.EC_SYS64:
+                return CoreExit(ExitKind.SYSREG, esr=syndrome)
+            return CoreExit(ExitKind.INTERNAL, esr=syndrome,
+                            message=f"unexpected trap to EL2, ESR {syndrome:#x} at pc={pc:#x}")
+        if intno in (EXCP_UDEF, EXCP_SWI, EXCP_BKPT):
+            self.inject_sync(syndrome, None, pc)
+            return None
+        if intno in (EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT):
+            self.inject_sync(syndrome, st.vaddress, pc)
+            return None
+        return CoreExit(ExitKind.INTERNAL, message=f"unhandled core exception {intno} "
+                        f"(syndrome {syndrome:#x}) at pc={pc:#x}")
+
+    def _unmapped_exit(self) -> CoreExit:
+        st = self.state
+        if st.mem_type == U.UC_MEM_FETCH_UNMAPPED:
+            return CoreExit(ExitKind.IABT, addr=st.mem_addr)
+        is_write = st.mem_type == U.UC_MEM_WRITE_UNMAPPED
+        size = st.mem_size
+        word = self.read_insn(self.raw.read(REG_PC))
+        insn = decode(word) if word is not None else None
+        return CoreExit(ExitKind.DABT, addr=st.mem_addr, size=size, is_write=is_write,
+                        value=st.mem_value & ((1 << (8 * size)) - 1), insn=insn)
+
+    def read_insn(self, va: int) -> int | None:
+        """The instruction word at ``va`` through the guest's current translation."""
+        buf = (ctypes.c_uint8 * 4)()
+        for prot in (U.UC_PROT_EXEC, U.UC_PROT_READ):
+            if self.native.uclib.uc_vmem_read(self.uc._uch, ctypes.c_uint64(va), prot, buf, 4) == 0:
+                return int.from_bytes(bytes(buf), "little")
+        return None
+
+    def _sysreg_cb(self, _cookie: int, encoding: int, is_write: int, wval: int,
+                   rval: ctypes._Pointer) -> int:
+        handler = self.sysreg_handler
+        if handler is None:
+            return 0
+        result = handler(encoding, bool(is_write), wval)
+        if result is None:
+            return 0
+        rval[0] = result & 0xFFFFFFFFFFFFFFFF
+        return 1
+
+    # --- interrupt lines and exceptions --------------------------------------------------------
+
+    def set_irq_lines(self, irq: bool, fiq: bool) -> None:
+        """Drive the vIRQ/vFIQ inputs (HCR_EL2.VI/VF): the core takes the exception itself."""
+        hcr = (self.hcr & ~(S.HCR_VI | S.HCR_VF)) | (S.HCR_VI if irq else 0) | (
+            S.HCR_VF if fiq else 0)
+        if hcr != self.hcr:
+            self.hcr = hcr
+            self.raw.cpr_write(*S.HCR_EL2, hcr)
+
+    def set_hcr_traps(self, bits: int, enable: bool) -> None:
+        hcr = self.hcr | bits if enable else self.hcr & ~bits
+        if hcr != self.hcr:
+            self.hcr = hcr
+            self.raw.cpr_write(*S.HCR_EL2, hcr)
+
+    def inject_sync(self, syndrome: int, far: int | None, ret_pc: int) -> None:
+        """Take a synchronous exception to EL1 (Arm ARM D1.10; recipe in notes/unicorn.md §1)."""
+        raw = self.raw
+        pstate = raw.read(REG_PSTATE)
+        el, spsel = E.pstate_el(pstate), pstate & E.PSTATE_SP
+        sp = raw.read(REG_SP)
+        if el == 1 and spsel:
+            vector = E.VECTOR_CUR_SPX
+        else:
+            raw.write(A.UC_ARM64_REG_SP_EL0, sp)  # a PSTATE write does not swap SP banks
+            sp = raw.read(A.UC_ARM64_REG_SP_EL1)
+            vector = E.VECTOR_LOWER_A64 if el == 0 else E.VECTOR_CUR_SP0
+        raw.write(REG_PSTATE, (pstate & E.PSTATE_NZCV) | E.PSTATE_DAIF | E.PSR_MODE_EL1h)
+        raw.write(REG_SP, sp)
+        raw.write(A.UC_ARM64_REG_ELR_EL1, ret_pc)
+        raw.write(A.UC_ARM64_REG_ESR_EL1, syndrome)
+        if far is not None:
+            raw.write(A.UC_ARM64_REG_FAR_EL1, far)
+        raw.cpr_write(*S.SPSR_EL1, pstate)  # last: a CP_REG write rebuilds the cached hflags
+        raw.write(REG_PC, raw.read(A.UC_ARM64_REG_VBAR_EL1) + vector + E.VECTOR_SYNC)
+        ec = E.esr_ec(syndrome)
+        self.stats.reflected[ec] = self.stats.reflected.get(ec, 0) + 1
+
+    def current_el(self) -> int:
+        return E.pstate_el(self.raw.read(REG_PSTATE))
+
+    # --- registers and caches -------------------------------------------------------------------
+
+    def get_x(self, n: int) -> int:
+        return 0 if n == 31 else self.raw.read(X_REGS[n])
+
+    def set_x(self, n: int, value: int) -> None:
+        if n != 31:
+            self.raw.write(X_REGS[n], value)
+
+    def get_pc(self) -> int:
+        return self.raw.read(REG_PC)
+
+    def set_pc(self, value: int) -> None:
+        self.raw.write(REG_PC, value)
+
+    def reset(self, pc: int, x0: int) -> None:
+        """Architectural reset state for (re)starting a CPU: EL1h, DAIF masked, MMU off."""
+        raw = self.raw
+        for reg in X_REGS:
+            raw.write(reg, 0)
+        raw.write(X_REGS[0], x0)
+        raw.write(REG_PSTATE, PSTATE_RESET)
+        raw.write(REG_SP, 0)
+        sctlr = raw.cpr_read(*S.SCTLR_EL1)
+        raw.cpr_write(*S.SCTLR_EL1, sctlr & ~S.SCTLR_M)
+        raw.write(REG_PC, pc)
+        self.flush_tlb()
+
+    def flush_tb(self) -> None:
+        self.uc.ctl_flush_tb()
+
+    def flush_tlb(self) -> None:
+        # The binding has no wrapper for UC_CTL_TLB_FLUSH: uc_ctl(WRITE(TLB_FLUSH, 0)).
+        self.native.uclib.uc_ctl(self.uc._uch, _CTL_TLB_FLUSH_WRITE)
+
+
+def _gaps(ram: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive [begin, end] ranges of the physical address space not covered by RAM."""
+    gaps, cursor = [], 0
+    for base, size in ram:
+        if base > cursor:
+            gaps.append((cursor, base - 1))
+        cursor = max(cursor, base + size)
+    if cursor < 2**64:
+        gaps.append((cursor, 2**64 - 1))
+    return gaps
+
+
+def _exception_offset(core: Core) -> int:
+    """Find env->exception in a saved context by taking a known SVC once (notes §2a)."""
+    if core.native.exc_offset:
+        return core.native.exc_offset
+    scratch = core.ram_base + core.ram_size - 0x1000
+    saved = bytes(core.uc.mem_read(scratch, 8))
+    core.uc.mem_write(scratch, (0xD4000001 | (0x5A17 << 5)).to_bytes(4, "little"))  # svc #0x5a17
+    core.uc.ctl_remove_cache(scratch, scratch + 4)
+    core.state.ctx = 0  # the hook must not peek before we know where to look
+    core.raw.write(REG_PC, scratch)
+    core.raw.emu_start(scratch)
+    ctx = core.uc.context_save()
+    data = ctypes.string_at(ctx.context, ctx.size)
+    wanted = (0x56000000 | 0x5A17).to_bytes(4, "little")
+    offset = data.find(wanted)
+    core.uc.mem_write(scratch, saved)
+    core.uc.ctl_remove_cache(scratch, scratch + 8)
+    core.state.ctx = ctypes.cast(core._ctx.context, ctypes.c_void_p).value
+    if offset < 0:
+        raise N.NativeShimError("could not locate the exception syndrome in a core context")
+    core.raw.write(REG_PSTATE, PSTATE_RESET)
+    core.native.exc_offset = offset
+    return offset

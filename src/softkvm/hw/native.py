@@ -1,0 +1,166 @@
+"""ctypes view of the native shim (``_native/shim.c``) and raw libunicorn entry points.
+
+The stock Unicorn binding costs 1.7 µs per register access; a preallocated raw ctypes call costs
+about 0.65 µs (notes/unicorn.md §4). Everything on the trap path goes through ``RawUc``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from dataclasses import dataclass, field
+
+import unicorn
+from unicorn.unicorn_py3 import unicorn as _ucpy
+from unicorn.unicorn_py3.arch.arm64 import UcRegCP64
+
+from softkvm.errors import SoftkvmError
+
+EXIT_NONE = 0
+EXIT_INTR = 1
+EXIT_UNMAPPED = 2
+
+SR_NATIVE = 0
+SR_PY_KNOWN = 1
+SR_PY_UNKNOWN = 2
+SR_TIMER = 3
+
+# int cb(void *cookie, uint32 encoding, uint32 is_write, uint64 wval, uint64 *rval)
+PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
+                                    ctypes.c_uint32, ctypes.c_uint64,
+                                    ctypes.POINTER(ctypes.c_uint64))
+
+
+class SkvmApi(ctypes.Structure):
+    _fields_ = [("emu_stop", ctypes.c_void_p), ("reg_read", ctypes.c_void_p),
+                ("reg_write", ctypes.c_void_p), ("context_save", ctypes.c_void_p)]
+
+
+class SkvmTimer(ctypes.Structure):
+    _fields_ = [("ctl", ctypes.c_uint64), ("cval", ctypes.c_uint64)]
+
+
+class SkvmVcpu(ctypes.Structure):
+    """Mirror of ``struct skvm_vcpu`` (checked against the C sizeof at load)."""
+
+    _fields_ = [
+        ("kick", ctypes.c_int32),
+        ("notify_fd", ctypes.c_int32),
+        ("exit_kind", ctypes.c_uint32),
+        ("intno", ctypes.c_uint32),
+        ("syndrome", ctypes.c_uint32),
+        ("fsr", ctypes.c_uint32),
+        ("vaddress", ctypes.c_uint64),
+        ("target_el", ctypes.c_uint32),
+        ("mem_type", ctypes.c_uint32),
+        ("mem_addr", ctypes.c_uint64),
+        ("mem_value", ctypes.c_int64),
+        ("mem_size", ctypes.c_uint32),
+        ("pending_tlbi_is", ctypes.c_uint32),
+        ("pending_ic", ctypes.c_uint32),
+        ("exc_offset", ctypes.c_uint32),
+        ("timer", SkvmTimer * 2),
+        ("cntvoff", ctypes.c_uint64),
+        ("timer_writes", ctypes.c_uint64),
+        ("n_kicks", ctypes.c_uint64),
+        ("n_intr", ctypes.c_uint64),
+        ("n_sysreg_py", ctypes.c_uint64),
+        ("n_sysreg_timer", ctypes.c_uint64),
+        ("ctx", ctypes.c_void_p),
+        ("api", ctypes.POINTER(SkvmApi)),
+        ("py_cb", ctypes.c_void_p),
+        ("py_cookie", ctypes.c_void_p),
+        ("policy", ctypes.c_uint8 * 65536),
+    ]
+
+
+class NativeShimError(SoftkvmError):
+    """The native shim is missing or does not match this build."""
+
+
+def _shim_path() -> str:
+    spec = importlib.util.find_spec("softkvm.hw._native._shim")
+    if spec is None or spec.origin is None:
+        raise NativeShimError("the native shim softkvm.hw._native._shim is not built: "
+                              "run `make install` (or `pip install -e .`) to build it")
+    return spec.origin
+
+
+@dataclass(slots=True)
+class Native:
+    """The loaded shim and libunicorn, shared by every vCPU of a process."""
+
+    shim: ctypes.CDLL
+    uclib: ctypes.CDLL
+    api: SkvmApi = field(default_factory=SkvmApi)
+    exc_offset: int = 0  # where env->exception sits in a saved context (calibrated once)
+
+    @classmethod
+    def load(cls) -> Native:
+        shim = ctypes.CDLL(_shim_path())
+        uclib = _ucpy.uclib
+        shim.skvm_vcpu_size.restype = ctypes.c_size_t
+        if shim.skvm_vcpu_size() != ctypes.sizeof(SkvmVcpu):
+            raise NativeShimError("the native shim does not match hw/native.py: rebuild with "
+                                  "`make install`")
+        for name in ("skvm_block_cb", "skvm_intr_cb", "skvm_unmapped_cb", "skvm_mrs_cb",
+                     "skvm_msr_cb", "skvm_sys_cb"):
+            getattr(shim, name).restype = ctypes.c_void_p
+        shim.skvm_counter_now.restype = ctypes.c_uint64
+        native = cls(shim, uclib)
+        addr = ctypes.cast
+        shim.skvm_set_api(ctypes.byref(native.api),
+                          addr(uclib.uc_emu_stop, ctypes.c_void_p),
+                          addr(uclib.uc_reg_read, ctypes.c_void_p),
+                          addr(uclib.uc_reg_write, ctypes.c_void_p),
+                          addr(uclib.uc_context_save, ctypes.c_void_p))
+        return native
+
+    def counter_now(self) -> int:
+        """The guest-visible physical count (CNTPCT_EL0) right now."""
+        return self.shim.skvm_counter_now()
+
+
+class RawUc:
+    """Preallocated raw calls into libunicorn for one engine (the trap path)."""
+
+    __slots__ = ("uch", "_lib", "_u64", "_u64p", "_cp", "_cpp", "_start", "_rr", "_rw")
+
+    def __init__(self, uc: unicorn.Uc, uclib: ctypes.CDLL) -> None:
+        self.uch = uc._uch
+        self._lib = uclib
+        self._u64 = ctypes.c_uint64()
+        self._u64p = ctypes.byref(self._u64)
+        self._cp = UcRegCP64()
+        self._cpp = ctypes.byref(self._cp)
+        self._start = uclib.uc_emu_start
+        self._rr = uclib.uc_reg_read
+        self._rw = uclib.uc_reg_write
+
+    def emu_start(self, begin: int) -> int:
+        """Run from ``begin`` until stopped; returns the uc_err code (0 = stopped cleanly)."""
+        return self._start(self.uch, ctypes.c_uint64(begin), ctypes.c_uint64(0), 0, 0)
+
+    def read(self, reg: int) -> int:
+        self._rr(self.uch, reg, self._u64p)
+        return self._u64.value
+
+    def write(self, reg: int, value: int) -> None:
+        self._u64.value = value & 0xFFFFFFFFFFFFFFFF
+        self._rw(self.uch, reg, self._u64p)
+
+    def cpr_read(self, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+        cp = self._cp
+        cp.crn, cp.crm, cp.op0, cp.op1, cp.op2, cp.val = crn, crm, op0, op1, op2, 0
+        self._rr(self.uch, _CP_REG, self._cpp)
+        return cp.val
+
+    def cpr_write(self, op0: int, op1: int, crn: int, crm: int, op2: int, value: int) -> None:
+        """Write a system register; any CP_REG write also rebuilds the core's cached flags."""
+        cp = self._cp
+        cp.crn, cp.crm, cp.op0, cp.op1, cp.op2 = crn, crm, op0, op1, op2
+        cp.val = value & 0xFFFFFFFFFFFFFFFF
+        self._rw(self.uch, _CP_REG, self._cpp)
+
+
+_CP_REG = unicorn.arm64_const.UC_ARM64_REG_CP_REG

@@ -1,0 +1,85 @@
+"""The one physical CPU that all vCPUs of a VM share.
+
+Guest atomics are only exact when one Unicorn instance executes at a time (notes/unicorn.md §3),
+so a vCPU holds this token while it is "in KVM_RUN" and gives it up when it exits to userspace,
+blocks, or is preempted. Waiters are served in FIFO order (a plain lock lets the holder barge back
+in forever); a waiter asks for the holder to be kicked once it has run for a quantum, which plays
+the host scheduler's tick.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from softkvm.hw.clock import HostTimers, monotonic_ns
+
+DEFAULT_QUANTUM_NS = 4_000_000
+
+
+class PhysCpu:
+    def __init__(self, timers: HostTimers, quantum_ns: int = DEFAULT_QUANTUM_NS) -> None:
+        self._cond = threading.Condition()
+        self._holder: object | None = None
+        self._since_ns = 0
+        self._waiters: deque[object] = deque()
+        self._timers = timers
+        self.quantum_ns = quantum_ns
+        self._preempt: Callable[[object], None] = lambda _owner: None
+        self.switches = 0
+
+    def set_preempt(self, preempt: Callable[[object], None]) -> None:
+        """How to make the holder give the CPU up (the kick)."""
+        self._preempt = preempt
+
+    def acquire(self, owner: object) -> None:
+        with self._cond:
+            if self._holder is None and not self._waiters:
+                self._take(owner)
+                return
+            self._waiters.append(owner)
+            if len(self._waiters) == 1:
+                self._arm_preempt()
+            while self._holder is not owner:
+                self._cond.wait()
+
+    def release(self, owner: object) -> None:
+        with self._cond:
+            if self._holder is not owner:
+                return
+            self._holder = None
+            if self._waiters:
+                self._take(self._waiters.popleft())
+                if self._waiters:
+                    self._arm_preempt()
+                self._cond.notify_all()
+
+    def should_yield(self, owner: object) -> bool:
+        """True when others wait and ``owner`` has had its quantum."""
+        return bool(self._waiters) and monotonic_ns() - self._since_ns >= self.quantum_ns
+
+    def has_waiters(self) -> bool:
+        return bool(self._waiters)
+
+    def yield_(self, owner: object) -> None:
+        self.release(owner)
+        self.acquire(owner)
+
+    def _take(self, owner: object) -> None:
+        self._holder = owner
+        self._since_ns = monotonic_ns()
+        self.switches += 1
+
+    def _arm_preempt(self) -> None:
+        holder, since = self._holder, self._since_ns
+        if holder is None:
+            return
+
+        def tick() -> None:
+            with self._cond:
+                still = self._holder is holder and self._since_ns == since and self._waiters
+            if still:
+                self._preempt(holder)
+
+        self._timers.arm(since + self.quantum_ns, tick)

@@ -1,0 +1,241 @@
+"""The KVM-shaped API: ``Kvm``, ``Vm``, ``Vcpu`` — the only surface the VMM uses.
+
+Counterpart: the ioctls of /dev/kvm, the VM fd and the vCPU fd (Documentation/virt/kvm/api.rst),
+methods named after them, constants from ``softkvm.kvm.uapi``. Misuse raises ``KvmError`` with the
+errno the ioctl would set; guest behaviour never raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import threading
+from dataclasses import dataclass
+
+from softkvm.arch import psci as P
+from softkvm.hw.clock import HostTimers, counter_now
+from softkvm.hw.core import Core
+from softkvm.hw.native import Native
+from softkvm.hw.pcpu import PhysCpu
+from softkvm.kvm import arm, irq_line, one_reg, uapi
+from softkvm.kvm.errors import KvmError
+from softkvm.kvm.kvm_run import KvmRun
+from softkvm.kvm.stats import VcpuStats, VmStats
+
+SUPPORTED_CAPS = {
+    uapi.KVM_CAP_USER_MEMORY: 1,
+    uapi.KVM_CAP_ARM_PSCI: 1,
+    uapi.KVM_CAP_ARM_PSCI_0_2: 1,
+    uapi.KVM_CAP_IMMEDIATE_EXIT: 1,
+    uapi.KVM_CAP_ARM_USER_IRQ: 1,
+    uapi.KVM_CAP_ARM_INJECT_EXT_DABT: 1,
+    uapi.KVM_CAP_NR_VCPUS: 8,
+    uapi.KVM_CAP_MAX_VCPUS: uapi.KVM_MAX_VCPUS,
+}
+
+
+class Kvm:
+    """/dev/kvm: loads the native shim once per process."""
+
+    def __init__(self) -> None:
+        self.native = Native.load()
+
+    def check_extension(self, cap: int) -> int:
+        return SUPPORTED_CAPS.get(cap, 0)
+
+    def create_vm(self) -> Vm:
+        return Vm(self)
+
+
+@dataclass(slots=True)
+class Memslot:
+    slot: int
+    guest_phys_addr: int
+    memory: mmap.mmap
+
+    @property
+    def size(self) -> int:
+        return len(self.memory)
+
+
+class Vm:
+    """A VM fd: memory, vCPUs, the irqchip, the shared physical CPU and host timers."""
+
+    def __init__(self, kvm: Kvm) -> None:
+        self.kvm = kvm
+        self.native = kvm.native
+        self.lock = threading.RLock()
+        self.timers = HostTimers()
+        self.pcpu = PhysCpu(self.timers)
+        self.pcpu.set_preempt(lambda vcpu: vcpu.core.kick())  # type: ignore[attr-defined]
+        self.memslots: dict[int, Memslot] = {}
+        self.vcpus: list[Vcpu] = []
+        self.stats = VmStats()
+        self.vgic: object | None = None  # the in-kernel irqchip, when one is created
+        self.has_run = False
+        self.psci_version = P.VERSION_1_0
+        self.cntvoff = counter_now()  # guest virtual time starts near 0 (kvm_timer_vcpu_init)
+        self.closed = False
+
+    # --- KVM_CHECK_EXTENSION on the VM fd ------------------------------------------------------
+
+    def check_extension(self, cap: int) -> int:
+        return self.kvm.check_extension(cap)
+
+    # --- memory -------------------------------------------------------------------------------
+
+    def set_user_memory_region(self, slot: int, guest_phys_addr: int, memory: mmap.mmap) -> None:
+        """KVM_SET_USER_MEMORY_REGION. Slots are fixed once vCPUs exist (they map them)."""
+        if self.vcpus:
+            raise KvmError(errno.EBUSY, "memory regions must be set before vCPUs are created")
+        if guest_phys_addr & 0xFFF or len(memory) & 0xFFF or not len(memory):
+            raise KvmError(errno.EINVAL, "memory region base and size must be page-aligned and "
+                           "non-zero")
+        end = guest_phys_addr + len(memory)
+        for other in self.memslots.values():
+            if other.slot != slot and guest_phys_addr < other.guest_phys_addr + other.size \
+                    and other.guest_phys_addr < end:
+                raise KvmError(errno.EEXIST, f"memory region {slot} overlaps slot {other.slot}")
+        self.memslots[slot] = Memslot(slot, guest_phys_addr, memory)
+
+    def gpa_in_memslot(self, gpa: int) -> bool:
+        return any(s.guest_phys_addr <= gpa < s.guest_phys_addr + s.size
+                   for s in self.memslots.values())
+
+    def notify_memory_written(self) -> None:
+        """Host wrote guest RAM (image load, DMA): drop translations made from the old bytes."""
+        for vcpu in self.vcpus:
+            vcpu.pending_tb_flush = True
+
+    # --- vCPUs --------------------------------------------------------------------------------
+
+    def create_vcpu(self, vcpu_id: int) -> Vcpu:
+        with self.lock:
+            if not self.memslots:
+                raise KvmError(errno.EINVAL, "set a memory region before creating vCPUs")
+            if any(v.vcpu_id == vcpu_id for v in self.vcpus):
+                raise KvmError(errno.EEXIST, f"vCPU {vcpu_id} already exists")
+            if not 0 <= vcpu_id < uapi.KVM_MAX_VCPUS:
+                raise KvmError(errno.EINVAL, f"vCPU id {vcpu_id} out of range")
+            if self.has_run:
+                raise KvmError(errno.EBUSY, "cannot add vCPUs after the VM has run")
+            vcpu = Vcpu(self, vcpu_id)
+            self.vcpus.append(vcpu)
+            return vcpu
+
+    def vcpu_by_mpidr(self, mpidr: int) -> Vcpu | None:
+        mpidr &= P.MPIDR_HWID_MASK
+        return next((v for v in self.vcpus if v.mpidr == mpidr), None)
+
+    # --- interrupts ---------------------------------------------------------------------------
+
+    def irq_line(self, irq: int, level: int) -> None:
+        """KVM_IRQ_LINE with the arm encoding (vcpu2, type, vcpu, id)."""
+        irq_line.kvm_vm_ioctl_irq_line(self, irq, bool(level))
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every vCPU (as if signalled), wait for them to leave KVM_RUN, free the cores."""
+        if self.closed:
+            return
+        self.closed = True
+        for vcpu in self.vcpus:
+            vcpu.interrupt()
+        for vcpu in self.vcpus:
+            if not vcpu.wait_not_running(timeout):
+                raise KvmError(errno.EBUSY, f"vCPU {vcpu.vcpu_id} is still running; stop its "
+                               "thread before closing the VM")
+        self.timers.stop()
+        for vcpu in self.vcpus:
+            vcpu.core.close()
+
+
+class Vcpu:
+    """A vCPU fd. ``run()`` is KVM_RUN; call it from one thread only (as with KVM)."""
+
+    def __init__(self, vm: Vm, vcpu_id: int) -> None:
+        self.vm = vm
+        self.vcpu_id = vcpu_id
+        self.mpidr = arm.reset_mpidr(vcpu_id)
+        regions = [(s.guest_phys_addr, s.memory) for s in vm.memslots.values()]
+        self.core = Core(vm.native, regions, self.mpidr)
+        self.core.on_broadcast = lambda core, tlbi, ic: arm.broadcast_flush(self, tlbi, ic)
+        self.run_struct = KvmRun()
+        self.stats = VcpuStats()
+        self.cond = threading.Condition()
+        self.requests: set[str] = set()
+        self.initialized = False
+        self.features = 0
+        self.power_off = False
+        self.in_guest = False
+        self.blocked = False
+        self.signal_pending = False
+        self.reset_state: tuple[int, int] | None = None
+        self.mmio_needed: object | None = None
+        self.pending_sea = False
+        self.irq_lines = [False, False]  # KVM_ARM_IRQ_CPU_IRQ / _FIQ (userspace irqchip)
+        self.pending_tlb_flush = False
+        self.pending_tb_flush = True
+        self.has_run_once = False
+        self.running = False
+
+    # --- KVM_ARM_VCPU_INIT --------------------------------------------------------------------
+
+    def arm_vcpu_init(self, target: int = uapi.KVM_ARM_TARGET_GENERIC_V8,
+                      features: int = 1 << uapi.KVM_ARM_VCPU_PSCI_0_2) -> None:
+        arm.kvm_arch_vcpu_ioctl_vcpu_init(self, target, features)
+
+    # --- KVM_RUN ------------------------------------------------------------------------------
+
+    def run(self) -> KvmRun:
+        with self.cond:
+            if self.running:
+                raise KvmError(errno.EBUSY, f"vCPU {self.vcpu_id} is already running on another "
+                               "thread")
+            self.running = True
+        try:
+            return arm.kvm_arch_vcpu_ioctl_run(self)
+        finally:
+            with self.cond:
+                self.running = False
+                self.cond.notify_all()
+
+    def wait_not_running(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: not self.running, timeout)
+
+    @property
+    def immediate_exit(self) -> bool:
+        return self.run_struct.immediate_exit
+
+    @immediate_exit.setter
+    def immediate_exit(self, value: bool) -> None:
+        self.run_struct.immediate_exit = value
+
+    def interrupt(self) -> None:
+        """What a VMM does with pthread_kill(SIG_IPI): KVM_RUN returns with KVM_EXIT_INTR."""
+        self.signal_pending = True
+        arm.kvm_vcpu_kick(self)
+
+    # --- registers and state ------------------------------------------------------------------
+
+    def get_one_reg(self, reg_id: int) -> int:
+        return one_reg.get(self, reg_id)
+
+    def set_one_reg(self, reg_id: int, value: int) -> None:
+        one_reg.set_(self, reg_id, value)
+
+    def get_mp_state(self) -> int:
+        return uapi.KVM_MP_STATE_STOPPED if self.power_off else uapi.KVM_MP_STATE_RUNNABLE
+
+    def set_mp_state(self, state: int) -> None:
+        if state not in (uapi.KVM_MP_STATE_STOPPED, uapi.KVM_MP_STATE_RUNNABLE):
+            raise KvmError(errno.EINVAL, f"unsupported mp_state {state}")
+        self.power_off = state == uapi.KVM_MP_STATE_STOPPED
+        if not self.power_off:
+            arm.kvm_vcpu_kick(self)
+
+    def set_vcpu_events(self, *, ext_dabt_pending: bool = False) -> None:
+        """KVM_SET_VCPU_EVENTS: the VMM's answer to an access no device claims (an SEA)."""
+        self.pending_sea = ext_dabt_pending

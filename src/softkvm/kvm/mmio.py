@@ -1,0 +1,101 @@
+"""Guest aborts on unbacked physical addresses: MMIO exits and their completion.
+
+Counterpart: arch/arm64/kvm/mmu.c (``kvm_handle_guest_abort``: no memslot → MMIO, instruction
+fetch → prefetch abort) and arch/arm64/kvm/mmio.c (``io_mem_abort``, ``kvm_handle_mmio_return``),
+plus inject_fault.c for the external aborts. In-kernel devices (the vGIC) never get here: the core
+serves them synchronously.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from softkvm.arch import esr as E
+from softkvm.hw.core import REG_SP, CoreExit
+from softkvm.hw.mmio_decode import MmioInsn, extend_index
+from softkvm.kvm import uapi
+
+if TYPE_CHECKING:
+    from softkvm.kvm.api import Vcpu
+
+MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass(slots=True)
+class PendingMmio:
+    insn: MmioInsn
+    addr: int
+    far: int
+
+
+def _base(vcpu: Vcpu, rn: int) -> int:
+    core = vcpu.core
+    return core.raw.read(REG_SP) if rn == 31 else core.get_x(rn)
+
+
+def _fault_va(vcpu: Vcpu, insn: MmioInsn) -> int:
+    va = _base(vcpu, insn.rn) + insn.offset
+    if insn.rm is not None:
+        va += extend_index(vcpu.core.get_x(insn.rm), insn.extend, insn.shift)
+    return va & MASK64
+
+
+def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
+    """A load/store hit no RAM: hand it to userspace as KVM_EXIT_MMIO."""
+    insn = exit_.insn
+    if insn is None:  # not a single-register access (KVM: ISV=0): an external abort
+        inject_sea(vcpu, is_write=exit_.is_write, is_fetch=False, far=None)
+        return 1
+    run = vcpu.run_struct
+    run.exit_reason = uapi.KVM_EXIT_MMIO
+    run.mmio.phys_addr = exit_.addr
+    run.mmio.len = insn.size
+    run.mmio.is_write = not insn.is_load
+    data = (vcpu.core.get_x(insn.rt) if not insn.is_load else 0) & ((1 << (8 * insn.size)) - 1)
+    run.mmio.data[:] = data.to_bytes(8, "little")
+    vcpu.mmio_needed = PendingMmio(insn, exit_.addr, _fault_va(vcpu, insn))
+    vcpu.stats.mmio_exit_user += 1
+    return 0
+
+
+def kvm_handle_mmio_return(vcpu: Vcpu) -> None:
+    """Complete the access userspace just emulated: load the data, write back, step over."""
+    pending = vcpu.mmio_needed
+    vcpu.mmio_needed = None
+    if not isinstance(pending, PendingMmio) or vcpu.pending_sea:
+        return
+    core, insn, run = vcpu.core, pending.insn, vcpu.run_struct
+    if insn.is_load:
+        raw = int.from_bytes(run.mmio.data[: insn.size], "little")
+        core.set_x(insn.rt, insn.load_value(raw))
+    if insn.wb_imm is not None:
+        base = (_base(vcpu, insn.rn) + insn.wb_imm) & MASK64
+        if insn.rn == 31:
+            core.raw.write(REG_SP, base)
+        else:
+            core.set_x(insn.rn, base)
+    core.set_pc(core.get_pc() + 4)
+
+
+def inject_pending_sea(vcpu: Vcpu) -> None:
+    """KVM_SET_VCPU_EVENTS ext_dabt_pending: abort the access the VMM could not serve."""
+    vcpu.pending_sea = False
+    pending = vcpu.mmio_needed
+    vcpu.mmio_needed = None
+    is_write = isinstance(pending, PendingMmio) and not pending.insn.is_load
+    far = pending.far if isinstance(pending, PendingMmio) else None
+    inject_sea(vcpu, is_write=is_write, is_fetch=False, far=far)
+
+
+def kvm_handle_iabt(vcpu: Vcpu, exit_: CoreExit) -> int:
+    """Instruction fetch from outside RAM: a prefetch abort, as kvm_inject_pabt does."""
+    inject_sea(vcpu, is_write=False, is_fetch=True, far=vcpu.core.get_pc())
+    return 1
+
+
+def inject_sea(vcpu: Vcpu, *, is_write: bool, is_fetch: bool, far: int | None) -> None:
+    core = vcpu.core
+    syndrome = E.sea_esr(from_lower_el=core.current_el() == 0, is_write=is_write,
+                         is_fetch=is_fetch, far_valid=far is not None)
+    core.inject_sync(syndrome, far, core.get_pc())
