@@ -9,17 +9,23 @@ ZIGCC  := $(PY) -m ziglang cc
 BUILD  := build/guests
 SMP    ?= 4
 
-GUEST_CFLAGS := -target aarch64-freestanding-none -mcpu=cortex_a72 -O2 -g -ffreestanding \
-	-fno-builtin -fno-stack-protector -nostdlib -mgeneral-regs-only -Wall -Wextra -Werror \
-	-Iguests/runtime
-GUEST_LDFLAGS := -target aarch64-freestanding-none -nostdlib -static -Wl,-Tguests/runtime/guest.ld \
+# zig turns -mcpu into an explicit LLVM feature list that overrides -mgeneral-regs-only and
+# -mstrict-align, so the features are spelled in zig's -mcpu syntax (from cortex_a72, even
+# "-fp_armv8-neon" still leaves FP on; from generic it does not): no FP/SIMD (vararg functions
+# would save q0-q7, which traps with CPACR_EL1.FPEN = 0), and strict alignment because with
+# the MMU off all data accesses are Device memory.  zig rejects the joined -Wl,-Tfile form.
+GUEST_CPU := generic-fp_armv8-neon+strict_align
+GUEST_CFLAGS := -target aarch64-freestanding-none -mcpu=$(GUEST_CPU) -O2 -g -std=c11 -ffreestanding \
+	-fno-builtin -fno-stack-protector -nostdlib -mgeneral-regs-only \
+	-Wall -Wextra -Werror -Iguests/runtime
+GUEST_LDFLAGS := -target aarch64-freestanding-none -nostdlib -static -T guests/runtime/guest.ld \
 	-Wl,--build-id=none
 RUNTIME_SRC := $(wildcard guests/runtime/*.c guests/runtime/*.S)
 RUNTIME_HDR := $(wildcard guests/runtime/*.h) guests/runtime/guest.ld
 GUESTS := $(patsubst guests/%/main.c,%,$(wildcard guests/*/main.c))
 GUEST_ELFS := $(patsubst %,$(BUILD)/%.elf,$(GUESTS))
 
-.PHONY: install run test test-fast guests bench linux-guest clean
+.PHONY: install run test test-fast guests guests-qemu bench linux-guest clean
 
 install: $(STAMP) guests
 
@@ -31,9 +37,16 @@ $(STAMP): pyproject.toml setup.py src/softkvm/hw/_native/shim.c
 
 guests: $(STAMP) $(GUEST_ELFS)
 
-$(BUILD)/%.elf: guests/%/main.c $(wildcard guests/%/*.c guests/%/*.S guests/%/*.h) $(RUNTIME_SRC) $(RUNTIME_HDR) | $(STAMP)
+# Second expansion, so that the wildcard sees the guest's name instead of a literal '%'.
+.SECONDEXPANSION:
+$(BUILD)/%.elf: guests/%/main.c $$(wildcard guests/$$*/*.c guests/$$*/*.S guests/$$*/*.h) \
+		$(RUNTIME_SRC) $(RUNTIME_HDR) Makefile | $(STAMP)
 	@mkdir -p $(BUILD)
 	$(ZIGCC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $(RUNTIME_SRC) $(wildcard guests/$*/*.c guests/$*/*.S)
+
+# Reference check of every guest on QEMU (needs qemu-system-aarch64; not a dependency).
+guests-qemu: guests
+	sh guests/qemu-check.sh
 
 run: install
 	$(VENV)/bin/softkvm run --smp $(SMP) $(BUILD)/demo.elf

@@ -61,9 +61,11 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
 
 def kvm_handle_mmio_return(vcpu: Vcpu) -> None:
     """Complete the access userspace just emulated: load the data, write back, step over."""
+    if vcpu.pending_sea:  # the VMM refused the access: inject_pending_sea aborts it instead
+        return
     pending = vcpu.mmio_needed
     vcpu.mmio_needed = None
-    if not isinstance(pending, PendingMmio) or vcpu.pending_sea:
+    if not isinstance(pending, PendingMmio):
         return
     core, insn, run = vcpu.core, pending.insn, vcpu.run_struct
     if insn.is_load:

@@ -1,0 +1,57 @@
+"""The VM's configuration: one dataclass, validated once, built from the CLI or by tests.
+
+Counterpart: QEMU's machine options (-smp, -m, -kernel, -initrd, -append, -dtb,
+-machine gic-version=, kernel-irqchip=).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from softkvm.errors import ConfigError
+
+MAX_SMP = 8
+_SIZE = re.compile(r"^(\d+)([KMGT]?)(i?B)?$", re.IGNORECASE)
+_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """QEMU's -m syntax: a number in MiB, or with a K/M/G/T suffix."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ConfigError(f"bad memory size '{text}': use a number of MiB or a suffix, e.g. "
+                          "512M or 1G")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+@dataclass(slots=True)
+class VmConfig:
+    kernel: Path
+    smp: int = 1
+    mem_size: int = 256 << 20
+    gic: Literal["v2", "v3"] = "v3"
+    irqchip: Literal["kernel", "user"] = "kernel"
+    initrd: Path | None = None
+    append: str = ""
+    dtb: Path | None = None
+    dump_dtb: Path | None = None
+    timeout: float | None = None
+    stats: bool = False
+    console_out: BinaryIO | None = None   # None: the process's stdout
+    console_in: BinaryIO | None = None    # None: no console input
+
+    def validate(self) -> VmConfig:
+        if not 1 <= self.smp <= MAX_SMP:
+            raise ConfigError(f"--smp {self.smp} is out of range: give 1 to {MAX_SMP} vCPUs")
+        if self.irqchip == "user" and self.gic != "v2":
+            raise ConfigError("--irqchip user emulates a GICv2 in the VMM: use --gic v2 with it")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError("--timeout must be a positive number of seconds")
+        for what, path in (("kernel image", self.kernel), ("initrd", self.initrd),
+                           ("device tree", self.dtb)):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{what} '{path}' not found: check the path")
+        return self

@@ -1,0 +1,136 @@
+"""vCPU threads and exit handling: the VMM's side of KVM_RUN.
+
+Counterpart: QEMU's accel/kvm/kvm-all.c ``kvm_cpu_exec`` and kvmtool's ``kvm_cpu__start``: one
+thread per vCPU loops on ``run()`` and handles each exit value; MMIO goes to the bus, a system
+event stops the machine. Exit handling is a plain function of (vcpu, kvm_run) so tests can feed
+it exits directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from softkvm.kvm import uapi
+from softkvm.kvm.api import Vcpu, Vm
+from softkvm.kvm.errors import KvmError
+from softkvm.kvm.kvm_run import KvmRun
+from softkvm.vmm.bus import Bus
+
+
+class StopReason(Enum):
+    POWER_OFF = "the guest powered off (PSCI SYSTEM_OFF)"
+    RESET = "the guest asked for a reset (PSCI SYSTEM_RESET)"
+    TIMEOUT = "the guest did not power off in time"
+    INTERNAL_ERROR = "internal error"
+    STOPPED = "stopped by the host"
+
+
+class ExitHook(Protocol):
+    """Extra exit handling (e.g. the userspace irqchip reading device_irq_level)."""
+
+    def __call__(self, vcpu: Vcpu, run: KvmRun) -> None: ...
+
+
+@dataclass(slots=True)
+class RunResult:
+    reason: StopReason
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.reason in (StopReason.POWER_OFF, StopReason.RESET) else 1
+
+
+@dataclass(slots=True)
+class Runner:
+    vm: Vm
+    bus: Bus
+    on_exit: list[ExitHook] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _result: RunResult | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    unhandled_mmio: int = 0
+
+    def run(self, timeout: float | None = None) -> RunResult:
+        """Start every vCPU thread and wait for the guest to stop (or the timeout)."""
+        start = time.monotonic()
+        threads = [threading.Thread(target=self._vcpu_thread, args=(v,), daemon=True,
+                                    name=f"vcpu{v.vcpu_id}") for v in self.vm.vcpus]
+        for thread in threads:
+            thread.start()
+        if not self._stop.wait(timeout):
+            self.stop(RunResult(StopReason.TIMEOUT, f"no power-off after {timeout:g} s"))
+        for thread in threads:
+            thread.join()
+        assert self._result is not None
+        self._result.seconds = time.monotonic() - start
+        return self._result
+
+    def stop(self, result: RunResult) -> None:
+        with self._lock:
+            if self._result is None:
+                self._result = result
+        self._stop.set()
+        for vcpu in self.vm.vcpus:
+            vcpu.interrupt()
+
+    def _vcpu_thread(self, vcpu: Vcpu) -> None:
+        try:
+            while not self._stop.is_set():
+                run = vcpu.run()
+                for hook in self.on_exit:
+                    hook(vcpu, run)
+                self.handle_exit(vcpu, run)
+        except KvmError as err:
+            self.stop(RunResult(StopReason.INTERNAL_ERROR, f"vCPU {vcpu.vcpu_id}: {err}"))
+
+    def handle_exit(self, vcpu: Vcpu, run: KvmRun) -> None:
+        handler = EXIT_HANDLERS.get(run.exit_reason)
+        if handler is None:
+            self.stop(RunResult(StopReason.INTERNAL_ERROR,
+                                f"vCPU {vcpu.vcpu_id}: unexpected exit {run.exit_name}"))
+            return
+        handler(self, vcpu, run)
+
+    def _mmio(self, vcpu: Vcpu, run: KvmRun) -> None:
+        mmio = run.mmio
+        if mmio.is_write:
+            value = int.from_bytes(mmio.data[: mmio.len], "little")
+            handled = self.bus.write(mmio.phys_addr, mmio.len, value)
+        else:
+            result = self.bus.read(mmio.phys_addr, mmio.len)
+            handled = result is not None
+            mmio.data[:8] = (result or 0).to_bytes(8, "little")
+        if not handled:  # no device there: an external abort, as on QEMU's virt board
+            self.unhandled_mmio += 1
+            vcpu.set_vcpu_events(ext_dabt_pending=True)
+
+    def _system_event(self, vcpu: Vcpu, run: KvmRun) -> None:
+        kind = run.system_event.type
+        if kind == uapi.KVM_SYSTEM_EVENT_SHUTDOWN:
+            self.stop(RunResult(StopReason.POWER_OFF))
+        elif kind == uapi.KVM_SYSTEM_EVENT_RESET:
+            self.stop(RunResult(StopReason.RESET))
+        else:
+            self.stop(RunResult(StopReason.INTERNAL_ERROR, f"system event type {kind}"))
+
+    def _intr(self, vcpu: Vcpu, run: KvmRun) -> None:
+        """A signal or forced exit: nothing to do unless we are stopping (checked by the loop)."""
+
+    def _internal(self, vcpu: Vcpu, run: KvmRun) -> None:
+        self.stop(RunResult(StopReason.INTERNAL_ERROR,
+                            f"vCPU {vcpu.vcpu_id}: {run.internal.message}"))
+
+
+EXIT_HANDLERS: dict[int, Callable[[Runner, Vcpu, KvmRun], None]] = {
+    uapi.KVM_EXIT_MMIO: Runner._mmio,
+    uapi.KVM_EXIT_SYSTEM_EVENT: Runner._system_event,
+    uapi.KVM_EXIT_INTR: Runner._intr,
+    uapi.KVM_EXIT_INTERNAL_ERROR: Runner._internal,
+}

@@ -1,0 +1,109 @@
+"""The run loop: MMIO exits and their completion, external aborts, WFI blocking, signals."""
+
+import threading
+import time
+
+import pytest
+from unicorn import arm64_const as A
+
+from softkvm.arch import esr as E
+from softkvm.kvm import irq_line, uapi
+from tests.support.machine import (CODE, POWER_OFF, RAM_BASE, RAM_SIZE, VBAR, VECTORS, load,
+                                   start_at)
+
+
+@pytest.fixture
+def guest(vm1):
+    vm, vcpu, ram = vm1
+    load(vm, ram, VBAR, VECTORS)
+    vcpu.core.raw.write(A.UC_ARM64_REG_VBAR_EL1, VBAR)
+    return vm, vcpu, ram
+
+
+def run_source(guest, source):
+    vm, vcpu, ram = guest
+    load(vm, ram, CODE, source)
+    start_at(vcpu, CODE)
+    return vcpu.run()
+
+
+def test_mmio_read_completes_with_sign_extension_and_writeback(guest):
+    _vm, vcpu, _ = guest
+    run = run_source(guest, "ldr x1, =0x09000010\n ldrsh x2, [x1], #2\n" + POWER_OFF)
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO
+    assert (run.mmio.phys_addr, run.mmio.len, run.mmio.is_write) == (0x09000010, 2, False)
+    run.mmio.data[:2] = (0x8001).to_bytes(2, "little")
+    run = vcpu.run()  # completes the load, then the guest powers off
+    assert run.exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+    assert vcpu.core.get_x(2) == 0xFFFFFFFFFFFF8001
+    assert vcpu.core.get_x(1) == 0x09000012
+    assert vcpu.stats.mmio_exit_user == 1
+
+
+def test_mmio_write_data(guest):
+    run = run_source(guest, "ldr x1, =0x09000000\n ldr x2, =0x1122334455667788\n str w2, [x1, #4]")
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.is_write
+    assert (run.mmio.phys_addr, run.mmio.len) == (0x09000004, 4)
+    assert bytes(run.mmio.data[:4]) == (0x55667788).to_bytes(4, "little")
+
+
+def test_unclaimed_mmio_gets_a_synchronous_external_abort(guest):
+    _vm, vcpu, _ = guest
+    end = RAM_BASE + RAM_SIZE
+    run = run_source(guest, f"ldr x1, ={end}\n ldr x2, [x1]\n" + POWER_OFF)
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == end
+    vcpu.set_vcpu_events(ext_dabt_pending=True)
+    threading.Timer(0.3, vcpu.interrupt).start()
+    run = vcpu.run()  # the abort is taken; the guest parks in its vector
+    assert run.exit_reason == uapi.KVM_EXIT_INTR
+    core = vcpu.core
+    esr = core.raw.read(A.UC_ARM64_REG_ESR_EL1)
+    assert E.esr_ec(esr) == E.EC_DABT_CUR and esr & 0x3F == E.FSC_SEA
+    assert not esr & E.ISS_WNR and not esr & E.ISS_FNV
+    assert core.raw.read(A.UC_ARM64_REG_FAR_EL1) == end
+    assert core.raw.read(A.UC_ARM64_REG_ELR_EL1) == CODE + 4  # the load itself
+
+
+def test_instruction_fetch_outside_ram_is_a_prefetch_abort(guest):
+    _vm, vcpu, _ = guest
+    end = RAM_BASE + RAM_SIZE
+    load_src = f"ldr x1, ={end}\n br x1"
+    threading.Timer(0.5, vcpu.interrupt).start()
+    run_source(guest, load_src)
+    core = vcpu.core
+    esr = core.raw.read(A.UC_ARM64_REG_ESR_EL1)
+    assert E.esr_ec(esr) == E.EC_IABT_CUR and esr & 0x3F == E.FSC_SEA
+    assert core.raw.read(A.UC_ARM64_REG_ELR_EL1) == end
+    assert core.raw.read(A.UC_ARM64_REG_FAR_EL1) == end
+
+
+def test_wfi_blocks_until_the_irq_line_rises(guest):
+    vm, vcpu, _ = guest
+    raised = []
+
+    def raise_line():
+        time.sleep(0.2)
+        raised.append(time.monotonic())
+        vm.irq_line(irq_line.encode(uapi.KVM_ARM_IRQ_TYPE_CPU, 0, uapi.KVM_ARM_IRQ_CPU_IRQ), 1)
+
+    threading.Thread(target=raise_line).start()
+    # IRQs stay masked: WFI still wakes on a pending interrupt, and execution goes on after it.
+    run = run_source(guest, "wfi\n ldr x1, =0x09000000\n str wzr, [x1]")
+    assert raised and run.exit_reason == uapi.KVM_EXIT_MMIO
+    assert vcpu.stats.wfi_exit_stat == 1 and vcpu.stats.halt_wakeup == 1
+
+
+def test_irq_taken_through_the_vector_when_unmasked(guest):
+    vm, vcpu, _ = guest
+    vm.irq_line(irq_line.encode(uapi.KVM_ARM_IRQ_TYPE_CPU, 0, uapi.KVM_ARM_IRQ_CPU_IRQ), 1)
+    threading.Timer(0.5, vcpu.interrupt).start()
+    run_source(guest, "msr daifclr, #2\n 1: b 1b")
+    # the core delivered the IRQ itself: ELR is the loop, PC parked in the IRQ vector's hvc
+    assert vcpu.core.raw.read(A.UC_ARM64_REG_ELR_EL1) == CODE + 4
+
+
+def test_interrupt_ends_a_spinning_run(guest):
+    _vm, vcpu, _ = guest
+    threading.Timer(0.2, vcpu.interrupt).start()
+    run = run_source(guest, "1: b 1b")
+    assert run.exit_reason == uapi.KVM_EXIT_INTR and vcpu.stats.signal_exits == 1

@@ -1,0 +1,50 @@
+"""A bare VM with hand-written code in RAM, for core and KVM tests."""
+
+from __future__ import annotations
+
+import mmap
+
+from softkvm.kvm.api import Kvm, Vcpu, Vm
+from softkvm.kvm.one_reg import REG_PC_ID
+
+from .asm import assemble
+
+RAM_BASE = 0x40000000
+RAM_SIZE = 16 << 20
+CODE = RAM_BASE + 0x80000
+VBAR = RAM_BASE + 0x10000
+
+_KVM: list[Kvm] = []
+
+
+def kvm() -> Kvm:
+    if not _KVM:
+        _KVM.append(Kvm())
+    return _KVM[0]
+
+
+def make_vm(nr_vcpus: int = 1, ram_size: int = RAM_SIZE) -> tuple[Vm, list[Vcpu], mmap.mmap]:
+    vm = kvm().create_vm()
+    ram = mmap.mmap(-1, ram_size)
+    vm.set_user_memory_region(0, RAM_BASE, ram)
+    vcpus = [vm.create_vcpu(i) for i in range(nr_vcpus)]
+    for vcpu in vcpus:
+        vcpu.arm_vcpu_init()
+    return vm, vcpus, ram
+
+
+def load(vm: Vm, ram: mmap.mmap, gpa: int, source: str) -> int:
+    code = assemble(source)
+    ram[gpa - RAM_BASE: gpa - RAM_BASE + len(code)] = code
+    vm.notify_memory_written()
+    return gpa
+
+
+def start_at(vcpu: Vcpu, pc: int) -> None:
+    vcpu.set_one_reg(REG_PC_ID, pc)
+
+
+# A vector table whose 16 entries each report their index with HVC #(0x100 + index) (an exit
+# for the core; an unknown SMCCC call for the run loop), then park.
+VECTORS = "\n".join(f".balign 0x80\n hvc #{0x100 + i}\n b ." for i in range(16))
+POWER_OFF = "ldr x0, =0x84000008\n hvc #0"
