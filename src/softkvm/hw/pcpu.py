@@ -5,6 +5,11 @@ so a vCPU holds this token while it is "in KVM_RUN" and gives it up when it exit
 blocks, or is preempted. Waiters are served in FIFO order (a plain lock lets the holder barge back
 in forever); a waiter asks for the holder to be kicked once it has run for a quantum, which plays
 the host scheduler's tick.
+
+A vCPU that exits to userspace (an MMIO access, say) keeps the token on *lease*, as a KVM vCPU
+thread keeps its host CPU while the VMM handles the exit: otherwise a guest that holds a spinlock
+while it prints would hand the CPU to the spinners at every character. When its quantum ends, or
+when it is not back by then, a waiter takes the token over.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class PhysCpu:
         self._holder: object | None = None
         self._since_ns = 0
         self._waiters: deque[object] = deque()
+        self._leased = False
         self._timers = timers
         self.quantum_ns = quantum_ns
         self._preempt: Callable[[object], None] = lambda _owner: None
@@ -35,6 +41,9 @@ class PhysCpu:
 
     def acquire(self, owner: object) -> None:
         with self._cond:
+            if self._holder is owner and self._leased:
+                self._leased = False
+                return
             if self._holder is None and not self._waiters:
                 self._take(owner)
                 return
@@ -44,16 +53,24 @@ class PhysCpu:
             while self._holder is not owner:
                 self._cond.wait()
 
-    def release(self, owner: object) -> None:
+    def release(self, owner: object, lease: bool = False) -> None:
+        """Give the CPU up; with ``lease``, keep it until the quantum ends (exit to userspace)."""
         with self._cond:
             if self._holder is not owner:
                 return
-            self._holder = None
+            if lease and (not self._waiters or monotonic_ns() - self._since_ns < self.quantum_ns):
+                self._leased = True
+                return
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        self._holder = None
+        self._leased = False
+        if self._waiters:
+            self._take(self._waiters.popleft())
             if self._waiters:
-                self._take(self._waiters.popleft())
-                if self._waiters:
-                    self._arm_preempt()
-                self._cond.notify_all()
+                self._arm_preempt()
+            self._cond.notify_all()
 
     def should_yield(self, owner: object) -> bool:
         """True when others wait and ``owner`` has had its quantum."""
@@ -79,6 +96,9 @@ class PhysCpu:
         def tick() -> None:
             with self._cond:
                 still = self._holder is holder and self._since_ns == since and self._waiters
+                if still and self._leased:  # away in userspace past its quantum
+                    self._hand_over()
+                    return
             if still:
                 self._preempt(holder)
 

@@ -228,7 +228,7 @@ def vcpu_put(vcpu: Vcpu) -> None:
     chip = irqchip(vcpu)
     if chip is not None:
         chip.vcpu_put(vcpu, False)
-    vcpu.vm.pcpu.release(vcpu)
+    vcpu.vm.pcpu.release(vcpu, lease=True)
 
 
 def _run_once(vcpu: Vcpu) -> int:

@@ -1,0 +1,1 @@
+"""softkvm's benchmark: ``python -m bench`` (``make bench``) writes bench/results/."""

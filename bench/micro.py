@@ -1,0 +1,151 @@
+"""Micro-benchmarks of the trap path, each a guest loop run through the real KVM_RUN loop.
+
+Every number is wall time per operation, the median of several runs; the guest code is
+assembled with the project's toolchain. The CPU-bound loop is also run on a bare Unicorn
+instance (no hooks) for the ceiling ratio.
+"""
+
+from __future__ import annotations
+
+import mmap
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import unicorn
+from unicorn import arm64_const as A
+from unicorn import unicorn_const as U
+
+from softkvm.kvm import uapi
+from tests.support.asm import assemble
+from tests.support.machine import CODE, POWER_OFF, RAM_BASE, VBAR, load, make_vm, start_at
+
+REPEATS = 5
+
+
+@dataclass(slots=True)
+class Result:
+    name: str
+    value: float
+    unit: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "value": self.value, "unit": self.unit, "detail": self.detail}
+
+
+def median_of(fn: Callable[[], float], repeats: int = REPEATS) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+# --- CPU-bound ceiling ----------------------------------------------------------------------
+
+LOOPS = {
+    "tight (3 insns/iteration)": ("", 3),
+    "alu (13 insns/iteration)": ("""
+        eor x3, x3, x1
+        add x4, x4, x3
+        mul x5, x5, x4
+        lsl x6, x6, #1
+        add x7, x7, x6
+        eor x8, x8, x7
+        orr x9, x9, x8
+        add x10, x10, x9
+        udiv x11, x2, x9
+        add x12, x12, x11""", 13),
+}
+
+
+def loop_source(body: str, iterations: int) -> str:
+    return f"""
+        ldr x0, ={iterations}
+        mov x2, #7
+        mov x9, #1
+    1:  {body}
+        add x1, x1, #1
+        subs x0, x0, #1
+        b.ne 1b
+    """
+
+
+def bare_mips(code: bytes, insns: int) -> float:
+    uc = unicorn.Uc(U.UC_ARCH_ARM64, U.UC_MODE_ARM)
+    uc.ctl_set_cpu_model(A.UC_CPU_ARM64_A72)
+    uc.mem_map(RAM_BASE, 16 << 20)
+    uc.mem_write(CODE, code + assemble("hvc #0"))
+    uc.reg_write(A.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, 0x501))        # SCR_EL3
+    uc.reg_write(A.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, 0x80000038))   # HCR_EL2
+    uc.hook_add(U.UC_HOOK_INTR, lambda u, _i, _d: u.emu_stop())
+    start = time.perf_counter()
+    uc.emu_start(CODE, 0)
+    return insns / (time.perf_counter() - start) / 1e6
+
+
+def softkvm_mips(source: str, insns: int) -> float:
+    vm, vcpus, ram = make_vm(1)
+    try:
+        load(vm, ram, CODE, source + POWER_OFF)
+        start_at(vcpus[0], CODE)
+        start = time.perf_counter()
+        run = vcpus[0].run()
+        elapsed = time.perf_counter() - start
+        assert run.exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        return insns / elapsed / 1e6
+    finally:
+        vm.close()
+
+
+def cpu_bound() -> list[Result]:
+    results = []
+    iterations = 20_000_000
+    for name, (body, per) in LOOPS.items():
+        source = loop_source(body, iterations)
+        insns = iterations * per
+        bare = median_of(lambda: bare_mips(assemble(source), insns), 3)
+        ours = median_of(lambda: softkvm_mips(source, insns), 3)
+        results += [Result(f"cpu {name}: bare Unicorn", bare, "MIPS"),
+                    Result(f"cpu {name}: softkvm", ours, "MIPS"),
+                    Result(f"cpu {name}: ratio softkvm/bare", ours / bare, "x",
+                           "goal >= 0.9; the per-block kick hook is the difference")]
+    return results
+
+
+# --- trap path ------------------------------------------------------------------------------
+
+def per_op_us(source: str, count: int, answer_mmio: bool = False, setup: str = "") -> float:
+    """Run ``source`` (a loop of ``count`` operations) to power-off; µs per operation."""
+    vm, vcpus, ram = make_vm(1)
+    vcpu = vcpus[0]
+    try:
+        if setup:
+            load(vm, ram, VBAR, setup)
+            vcpu.core.raw.write(A.UC_ARM64_REG_VBAR_EL1, VBAR)
+        load(vm, ram, CODE, f"ldr x19, ={count}\n1:\n{source}\n subs x19, x19, #1\n b.ne 1b\n"
+             + POWER_OFF)
+        start_at(vcpu, CODE)
+        start = time.perf_counter()
+        while True:
+            run = vcpu.run()
+            if run.exit_reason == uapi.KVM_EXIT_MMIO and answer_mmio:
+                run.mmio.data[:4] = (0x90).to_bytes(4, "little")
+                continue
+            break
+        elapsed = time.perf_counter() - start
+        assert run.exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT, run.exit_name
+        return elapsed / count * 1e6
+    finally:
+        vm.close()
+
+
+SVC_VECTORS = "\n".join(".balign 0x80\n eret" for _ in range(16))
+
+
+def trap_path() -> list[Result]:
+    n = 20_000
+    hvc = median_of(lambda: per_op_us("ldr x0, =0x84000000\n hvc #0", n))
+    mmio = median_of(lambda: per_op_us("ldr x1, =0x09000018\n ldr w2, [x1]", n, answer_mmio=True))
+    svc = median_of(lambda: per_op_us("svc #0", n, setup=SVC_VECTORS))
+    return [Result("HVC round trip (PSCI_VERSION, handled in the kernel)", hvc, "us"),
+            Result("MMIO read exit to the VMM and back", mmio, "us"),
+            Result("reflected SVC (guest vector + ERET)", svc, "us")]
