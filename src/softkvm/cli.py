@@ -1,7 +1,8 @@
 """``softkvm`` command line, in QEMU's idiom.
 
 ``softkvm run [--smp N] [-m SIZE] [--gic v2|v3] [--irqchip kernel|user] [--initrd F]
-[--append STR] [--dtb F] [--dump-dtb F] [--stats] [--timeout S] (IMAGE | --kernel IMAGE)``
+[--append STR] [--dtb F] [--dump-dtb F] [--stats] [--timeout S] [--serial stdio|file:PATH]
+(IMAGE | --kernel IMAGE)``
 
 Exit status: 0 when the guest powers off (PSCI SYSTEM_OFF, or SYSTEM_RESET which ends the run as
 QEMU's -no-reboot does); 1 with one readable line when it cannot (bad image, bad option, a guest
@@ -18,6 +19,7 @@ from typing import NoReturn
 
 from softkvm.errors import ConfigError, SoftkvmError
 from softkvm.vmm.config import VmConfig, parse_size
+from softkvm.vmm.console import open_serial
 from softkvm.vmm.stats_report import format_stats
 
 
@@ -44,6 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--dump-dtb", type=Path, help="write the generated device tree here")
     run.add_argument("--stats", action="store_true", help="print KVM's counters at exit")
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    run.add_argument("--serial", default="stdio", help="console: stdio (default) or file:PATH")
     return parser
 
 
@@ -55,7 +58,8 @@ def config_from_args(args: argparse.Namespace) -> VmConfig:
         raise ConfigError("no guest image: give IMAGE or --kernel FILE")
     return VmConfig(kernel=kernel, smp=args.smp, mem_size=parse_size(args.memory), gic=args.gic,
                     irqchip=args.irqchip, initrd=args.initrd, append=args.append, dtb=args.dtb,
-                    dump_dtb=args.dump_dtb, timeout=args.timeout, stats=args.stats)
+                    dump_dtb=args.dump_dtb, timeout=args.timeout, stats=args.stats,
+                    console_out=open_serial(args.serial), console_in=sys.stdin.buffer)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -6,14 +6,13 @@ function: memory → vCPUs → irqchip → devices → kernel/initrd → device 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from softkvm.kvm import uapi
 from softkvm.kvm.api import Kvm, Vcpu, Vm
 from softkvm.kvm.one_reg import REG_PC_ID, core_reg
 from softkvm.vmm import fdt, loader
+from softkvm.vmm import console
 from softkvm.vmm.bus import Bus
 from softkvm.vmm.config import VmConfig
 from softkvm.vmm.devices.pl011 import Pl011
@@ -56,17 +55,6 @@ class Machine:
         self.memory.close()
 
 
-def console_writer(stream: BinaryIO | None):
-    """The UART's output sink: unbuffered, so a guest's output shows as it is produced."""
-    out = stream if stream is not None else sys.stdout.buffer
-
-    def write(data: bytes) -> None:
-        out.write(data)
-        out.flush()
-
-    return write
-
-
 def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     config.validate()
     layout = VirtLayout(ram_size=config.mem_size, nr_cpus=config.smp,
@@ -79,7 +67,7 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     for vcpu in vcpus:
         vcpu.arm_vcpu_init(features=BOOT_FEATURES if vcpu.vcpu_id == 0 else SECONDARY_FEATURES)
     bus = Bus()
-    uart = Pl011(irq=NoIrqLine(), write=console_writer(config.console_out))
+    uart = Pl011(irq=NoIrqLine(), write=console.writer(config.console_out))
     bus.add(layout.uart.base, layout.uart.size, uart, "pl011")
     boot = loader.load(memory, config.kernel, initrd=config.initrd,
                        make_dtb=lambda initrd: _device_tree(config, layout, [uart], initrd))
@@ -90,6 +78,8 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     boot_vcpu.set_one_reg(REG_PC_ID, boot.entry)
     boot_vcpu.set_one_reg(core_reg(0), boot.dtb_address)
     runner = Runner(vm, bus)
+    if config.console_in is not None:
+        console.start_input(uart, config.console_in.fileno())
     return Machine(config, vm, layout, memory, bus, uart, boot.dtb, boot, runner)
 
 
