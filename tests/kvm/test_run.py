@@ -9,6 +9,7 @@ from unicorn import arm64_const as A
 from softkvm.arch import esr as E
 from softkvm.kvm import irq_line, uapi
 from tests.support.machine import (CODE, POWER_OFF, RAM_BASE, RAM_SIZE, VBAR, VECTORS, load,
+                                   make_vm,
                                    start_at)
 
 
@@ -107,3 +108,38 @@ def test_interrupt_ends_a_spinning_run(guest):
     threading.Timer(0.2, vcpu.interrupt).start()
     run = run_source(guest, "1: b 1b")
     assert run.exit_reason == uapi.KVM_EXIT_INTR and vcpu.stats.signal_exits == 1
+
+
+def test_fiq_line_is_taken_through_the_fiq_vector(guest):
+    vm, vcpu, _ = guest
+    vm.irq_line(irq_line.encode(uapi.KVM_ARM_IRQ_TYPE_CPU, 0, uapi.KVM_ARM_IRQ_CPU_FIQ), 1)
+    threading.Timer(0.5, vcpu.interrupt).start()
+    run_source(guest, "msr daifclr, #1\n 1: b 1b")
+    assert vcpu.core.get_pc() == VBAR + 0x200 + 0x100 + 4  # FIQ, current EL with SP_ELx; parked
+
+
+def test_code_written_by_one_vcpu_is_seen_by_another_after_ic_ialluis():
+    """Translated code is per core: IC IALLUIS on one vCPU must flush the others' translations."""
+    vm, vcpus, ram = make_vm(2)
+    try:
+        a, b = vcpus
+        # B runs a routine that reports 1, then A rewrites it to report 2 and broadcasts IC.
+        routine = RAM_BASE + 0x90000
+        load(vm, ram, routine, "mov x0, #1\n ret")
+        load(vm, ram, CODE, f"ldr x9, ={routine}\n blr x9\n mov x20, x0\n" + POWER_OFF)
+        start_at(b, CODE)
+        assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT and b.core.get_x(20) == 1
+        new_insn = 0xD2800040  # mov x0, #2
+        writer = CODE + 0x1000
+        load(vm, ram, writer, f"ldr x1, ={routine}\n ldr w2, ={new_insn}\n str w2, [x1]\n"
+             "dc cvau, x1\n dsb ish\n ic ialluis\n dsb ish\n isb\n" + POWER_OFF)
+        b.pending_tb_flush = False  # the host's load above flushed everyone: only IC may now
+        a.power_off = False
+        start_at(a, writer)
+        assert a.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert b.pending_tb_flush and vm.stats.remote_tb_flush == 1
+        b.power_off = False
+        start_at(b, CODE)
+        assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT and b.core.get_x(20) == 2
+    finally:
+        vm.close()
