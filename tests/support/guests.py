@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = ROOT / "build" / "guests"
 SUMMARY = re.compile(r"^SUMMARY: (\d+) passed, (\d+) failed$", re.MULTILINE)
 # Generous: a loaded 2-core CI machine must never fail a guest for being slow.
-GUEST_TIMEOUT = 120.0
+GUEST_TIMEOUT = 180.0
 
 
 @dataclass(slots=True)

@@ -47,4 +47,4 @@ def start_at(vcpu: Vcpu, pc: int) -> None:
 # A vector table whose 16 entries each report their index with HVC #(0x100 + index) (an exit
 # for the core; an unknown SMCCC call for the run loop), then park.
 VECTORS = "\n".join(f".balign 0x80\n hvc #{0x100 + i}\n b ." for i in range(16))
-POWER_OFF = "ldr x0, =0x84000008\n hvc #0"
+POWER_OFF = "\n ldr x0, =0x84000008\n hvc #0"

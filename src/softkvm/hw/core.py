@@ -39,6 +39,8 @@ SCR_EL3_VALUE = S.SCR_NS | S.SCR_HCE | S.SCR_RW
 HCR_EL2_BASE = S.HCR_RW | S.HCR_AMO | S.HCR_IMO | S.HCR_FMO | S.HCR_TWI
 PSTATE_RESET = E.PSTATE_DAIF | E.PSR_MODE_EL1h
 TCG_BUFFER_SIZE = 256 << 20
+TIMER_REGS = (S.CNTV_CTL_EL0, S.CNTV_CVAL_EL0, S.CNTV_TVAL_EL0,
+              S.CNTP_CTL_EL0, S.CNTP_CVAL_EL0, S.CNTP_TVAL_EL0)
 
 X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(31)]
 REG_PC = A.UC_ARM64_REG_PC
@@ -112,6 +114,8 @@ class Core:
         self._py_cb = N.PySysregCallback(self._sysreg_cb)
         self.state.py_cb = ctypes.cast(self._py_cb, ctypes.c_void_p).value
         self._setup_el2_el3(mpidr)
+        for reg in TIMER_REGS:  # the core drops CNTx_CTL/CVAL writes: the shim holds them
+            self.state.policy[reg.encoding] = N.SR_TIMER
         self.state.exc_offset = _exception_offset(self)
 
     # --- set-up -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from softkvm.hw.core import Core
 from softkvm.hw.native import Native
 from softkvm.hw.pcpu import PhysCpu
 from softkvm.kvm import arm, irq_line, one_reg, uapi
+from softkvm.kvm.arch_timer import ArchTimers
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
 from softkvm.kvm.stats import VcpuStats, VmStats
@@ -65,8 +66,8 @@ class Vm:
         self.kvm = kvm
         self.native = kvm.native
         self.lock = threading.RLock()
-        self.timers = HostTimers()
-        self.pcpu = PhysCpu(self.timers)
+        self.hrtimers = HostTimers()
+        self.pcpu = PhysCpu(self.hrtimers)
         self.pcpu.set_preempt(lambda vcpu: vcpu.core.kick())  # type: ignore[attr-defined]
         self.memslots: dict[int, Memslot] = {}
         self.vcpus: list[Vcpu] = []
@@ -75,6 +76,7 @@ class Vm:
         self.has_run = False
         self.psci_version = P.VERSION_1_0
         self.cntvoff = counter_now()  # guest virtual time starts near 0 (kvm_timer_vcpu_init)
+        self.timers = ArchTimers(self, self.hrtimers)
         self.closed = False
 
     # --- KVM_CHECK_EXTENSION on the VM fd ------------------------------------------------------
@@ -121,6 +123,7 @@ class Vm:
                 raise KvmError(errno.EBUSY, "cannot add vCPUs after the VM has run")
             vcpu = Vcpu(self, vcpu_id)
             self.vcpus.append(vcpu)
+            self.timers.vcpu_init(vcpu)
             return vcpu
 
     def vcpu_by_mpidr(self, mpidr: int) -> Vcpu | None:
@@ -147,6 +150,7 @@ class Vm:
                 raise KvmError(errno.EBUSY, f"vCPU {vcpu.vcpu_id} is still running; stop its "
                                "thread before closing the VM")
         self.timers.stop()
+        self.hrtimers.stop()
         for vcpu in self.vcpus:
             vcpu.core.close()
 
@@ -235,6 +239,23 @@ class Vcpu:
         self.power_off = state == uapi.KVM_MP_STATE_STOPPED
         if not self.power_off:
             arm.kvm_vcpu_kick(self)
+
+    # --- KVM_{SET,GET,HAS}_DEVICE_ATTR on the vCPU fd -----------------------------------------
+
+    def set_device_attr(self, group: int, attr: int, value: int) -> None:
+        if group == uapi.KVM_ARM_VCPU_TIMER_CTRL:
+            self.vm.timers.set_irq_attr(self, attr, value)
+            return
+        raise KvmError(errno.ENXIO, f"unknown vCPU attribute group {group}")
+
+    def get_device_attr(self, group: int, attr: int) -> int:
+        if group == uapi.KVM_ARM_VCPU_TIMER_CTRL:
+            return self.vm.timers.get_irq_attr(attr)
+        raise KvmError(errno.ENXIO, f"unknown vCPU attribute group {group}")
+
+    def has_device_attr(self, group: int, attr: int) -> bool:
+        return group == uapi.KVM_ARM_VCPU_TIMER_CTRL and attr in (
+            uapi.KVM_ARM_VCPU_TIMER_IRQ_VTIMER, uapi.KVM_ARM_VCPU_TIMER_IRQ_PTIMER)
 
     def set_vcpu_events(self, *, ext_dabt_pending: bool = False) -> None:
         """KVM_SET_VCPU_EVENTS: the VMM's answer to an access no device claims (an SEA)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from softkvm.hw.clock import monotonic_ns
 from softkvm.kvm import handle_exit, mmio, uapi
@@ -25,19 +25,6 @@ REQ_IRQ_PENDING = "IRQ_PENDING"
 
 SUPPORTED_FEATURES = (1 << uapi.KVM_ARM_VCPU_POWER_OFF) | (1 << uapi.KVM_ARM_VCPU_PSCI_0_2) | (
     1 << uapi.KVM_ARM_VCPU_PMU_V3)
-
-
-class IrqChipOps(Protocol):
-    """What the run loop asks of the in-kernel irqchip (vGIC + timers) around each entry."""
-
-    def first_run(self, vcpu: Vcpu) -> None: ...
-    def vcpu_load(self, vcpu: Vcpu) -> None: ...
-    def vcpu_put(self, vcpu: Vcpu, blocking: bool) -> None: ...
-    def flush(self, vcpu: Vcpu) -> None: ...
-    def sync(self, vcpu: Vcpu) -> None: ...
-    def pending(self, vcpu: Vcpu) -> bool: ...
-    def next_deadline_ns(self, vcpu: Vcpu) -> int | None: ...
-    def reset(self, vcpu: Vcpu) -> None: ...
 
 
 def reset_mpidr(vcpu_id: int) -> int:
@@ -64,13 +51,7 @@ def kvm_arch_vcpu_ioctl_vcpu_init(vcpu: Vcpu, target: int, features: int) -> Non
 
 def kvm_reset_vcpu(vcpu: Vcpu, pc: int, x0: int) -> None:
     vcpu.core.reset(pc, x0)
-    chip = irqchip(vcpu)
-    if chip is not None:
-        chip.reset(vcpu)
-
-
-def irqchip(vcpu: Vcpu) -> IrqChipOps | None:
-    return vcpu.vm.vgic  # type: ignore[return-value]
+    vcpu.vm.timers.reset(vcpu)
 
 
 # --- kicks, requests, blocking ----------------------------------------------------------------
@@ -124,26 +105,23 @@ def _wait(vcpu: Vcpu, until: Callable[[], bool], deadline_of: Callable[[], float
 
 
 def kvm_vcpu_block(vcpu: Vcpu) -> None:
-    """WFI: sleep until the vCPU is runnable, a timer is due, a request or a signal arrives."""
-    chip = irqchip(vcpu)
-    if chip is not None:
-        chip.vcpu_put(vcpu, True)
+    """WFI: sleep until the vCPU is runnable, a timer fires, a request or a signal arrives.
 
-    def runnable() -> bool:
-        return bool(vcpu.requests) or kvm_arch_vcpu_runnable(vcpu)
+    As KVM: the vCPU is put with ``blocking`` so the background timer covers its deadlines, and
+    loaded again on wake-up, which injects a timer level that became due meanwhile.
+    """
+    vgic = vcpu.vm.vgic
+    if vgic is not None:
+        vgic.kvm_vgic_vmcr_sync(vcpu.vcpu_id)  # the wake test reads a fresh PMR
+    vcpu.vm.timers.vcpu_put(vcpu, blocking=True)
 
-    def timeout() -> float | None:
-        if chip is None:
-            return None
-        deadline = chip.next_deadline_ns(vcpu)
-        if deadline is None:
-            return None
-        return max(0.0, (deadline - monotonic_ns()) / 1e9)
+    def check_block() -> bool:
+        return (bool(vcpu.requests) or kvm_arch_vcpu_runnable(vcpu)
+                or vcpu.vm.timers.has_pending_timer(vcpu))
 
-    _wait(vcpu, runnable, timeout)
+    _wait(vcpu, check_block, lambda: None)
     vcpu.stats.halt_wakeup += 1
-    if chip is not None:
-        chip.vcpu_load(vcpu)
+    vcpu.vm.timers.vcpu_load(vcpu)
 
 
 def kvm_arch_vcpu_runnable(vcpu: Vcpu) -> bool:
@@ -151,8 +129,8 @@ def kvm_arch_vcpu_runnable(vcpu: Vcpu) -> bool:
         return False
     if vcpu.irq_lines[0] or vcpu.irq_lines[1]:
         return True
-    chip = irqchip(vcpu)
-    return chip is not None and chip.pending(vcpu)
+    vgic = vcpu.vm.vgic
+    return vgic is not None and vgic.kvm_vgic_vcpu_pending_irq(vcpu.vcpu_id)
 
 
 def check_vcpu_requests(vcpu: Vcpu) -> bool:
@@ -177,10 +155,13 @@ def check_vcpu_requests(vcpu: Vcpu) -> bool:
 def kvm_vcpu_first_run_init(vcpu: Vcpu) -> None:
     vm = vcpu.vm
     with vm.lock:
+        if vm.vgic is not None:
+            ret = vm.vgic.kvm_vgic_map_resources()
+            if ret < 0:
+                raise KvmError(-ret, "the vGIC is not ready: set its addresses (and, for a "
+                               "GICv3, run KVM_DEV_ARM_VGIC_CTRL_INIT) before the first run")
         vm.has_run = True
-        chip = irqchip(vcpu)
-        if chip is not None:
-            chip.first_run(vcpu)
+        vm.timers.enable(vcpu)
     vcpu.has_run_once = True
 
 
@@ -212,22 +193,27 @@ def kvm_arch_vcpu_ioctl_run(vcpu: Vcpu) -> object:
         ret = 1
         while ret > 0:
             ret = _run_once(vcpu)
+        if vcpu.vm.vgic is None:  # userspace irqchip: publish the device output levels
+            vcpu.vm.timers.update_run(vcpu)
     finally:
         vcpu_put(vcpu)
     return run
 
 
 def vcpu_load(vcpu: Vcpu) -> None:
+    """kvm_arch_vcpu_load: the vGIC's VMCR/APRs first, then the timers (which ask the vGIC)."""
     vcpu.vm.pcpu.acquire(vcpu)
-    chip = irqchip(vcpu)
-    if chip is not None:
-        chip.vcpu_load(vcpu)
+    vgic = vcpu.vm.vgic
+    if vgic is not None:
+        vgic.kvm_vgic_load(vcpu.vcpu_id)
+    vcpu.vm.timers.vcpu_load(vcpu)
 
 
 def vcpu_put(vcpu: Vcpu) -> None:
-    chip = irqchip(vcpu)
-    if chip is not None:
-        chip.vcpu_put(vcpu, False)
+    vcpu.vm.timers.vcpu_put(vcpu, blocking=False)
+    vgic = vcpu.vm.vgic
+    if vgic is not None:
+        vgic.kvm_vgic_put(vcpu.vcpu_id)
     vcpu.vm.pcpu.release(vcpu, lease=True)
 
 
@@ -238,36 +224,58 @@ def _run_once(vcpu: Vcpu) -> int:
         return 0
     if vcpu.pending_sea:
         mmio.inject_pending_sea(vcpu)
-    chip = irqchip(vcpu)
-    if chip is not None:
-        chip.flush(vcpu)  # ap_list -> list registers, vIRQ/vFIQ lines
-    else:
-        vcpu.core.set_irq_lines(*vcpu.irq_lines)
+    _flush(vcpu)
     _apply_remote_flushes(vcpu)
     vcpu.in_guest = True
     vcpu.core.clear_kick()
-    if vcpu.signal_pending:
+    # Re-checked after "entering guest mode", so a request or signal raised meanwhile either is
+    # seen here or kicks the core (it then stops at its first block).
+    if vcpu.signal_pending or vcpu.requests or _user_irqchip_must_exit(vcpu):
         vcpu.in_guest = False
+        _sync(vcpu)
+        if vcpu.requests and not vcpu.signal_pending and not _user_irqchip_must_exit(vcpu):
+            return 1
         vcpu.signal_pending = False
-        if chip is not None:
-            chip.sync(vcpu)
         _return_intr(vcpu)
         return 0
-    if vcpu.requests:  # a request raced with entry: abort it and go round
-        vcpu.in_guest = False
-        if chip is not None:
-            chip.sync(vcpu)
-        return 1
     exit_ = vcpu.core.run()
     vcpu.in_guest = False
-    if chip is not None:
-        chip.sync(vcpu)  # list registers -> state (and timer sync, in KVM's order)
+    _sync(vcpu)
+    # Host interrupts are back on here: a timer PPI taken while the guest ran is handled now,
+    # after the vGIC fold, so it sees the guest's latest deactivation.
+    vcpu.vm.timers.kvm_arch_timer_handler(vcpu)
     vcpu.stats.exits += 1
     ret = handle_exit.handle_exit(vcpu, exit_)
     if ret > 0 and vcpu.vm.pcpu.should_yield(vcpu):
         vcpu.stats.preemptions += 1
         vcpu.vm.pcpu.yield_(vcpu)
     return ret
+
+
+def _user_irqchip_must_exit(vcpu: Vcpu) -> bool:
+    """Userspace irqchip: exit (KVM_EXIT_INTR) while the VMM has not seen the latest levels."""
+    return vcpu.vm.vgic is None and vcpu.vm.timers.should_notify_user(vcpu)
+
+
+def _flush(vcpu: Vcpu) -> None:
+    """Before entry: (PMU level into the vGIC,) the ap_list into the list registers, lines."""
+    vgic = vcpu.vm.vgic
+    if vgic is not None:
+        vgic.kvm_vgic_flush_hwstate(vcpu.vcpu_id)
+        vcpu.core.set_irq_lines(*vgic.vcpu_interface(vcpu.vcpu_id).signal())
+    else:
+        vcpu.core.set_irq_lines(*vcpu.irq_lines)
+
+
+def _sync(vcpu: Vcpu) -> None:
+    """After exit, in KVM's order: the vGIC fold first (the timer asks whether its mapped
+    interrupt is still active, which is only right once the list registers are folded), then
+    the userspace-irqchip timer sync, all before the host timer PPI handler runs."""
+    vgic = vcpu.vm.vgic
+    if vgic is not None:
+        vgic.kvm_vgic_sync_hwstate(vcpu.vcpu_id)
+    else:
+        vcpu.vm.timers.sync_user(vcpu)
 
 
 def _apply_remote_flushes(vcpu: Vcpu) -> None:

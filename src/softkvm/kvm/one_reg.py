@@ -48,11 +48,9 @@ def get(vcpu: Vcpu, reg_id: int) -> int:
         return (1 << 31) | vcpu.mpidr
     if reg_id == uapi.KVM_REG_ARM_PSCI_VERSION:
         return vcpu.vm.psci_version
-    timer = getattr(vcpu.vm.vgic, "timer_get_one_reg", None)
-    if timer is not None:
-        value = timer(vcpu, reg_id)
-        if value is not None:
-            return value
+    value = vcpu.vm.timers.get_one_reg(vcpu, reg_id)
+    if value is not None:
+        return value
     raise KvmError(errno.ENOENT, f"unknown ONE_REG id {reg_id:#x}")
 
 
@@ -67,7 +65,6 @@ def set_(vcpu: Vcpu, reg_id: int, value: int) -> None:
             raise KvmError(errno.EINVAL, f"unsupported PSCI version {value:#x}")
         vcpu.vm.psci_version = value
         return
-    timer = getattr(vcpu.vm.vgic, "timer_set_one_reg", None)
-    if timer is not None and timer(vcpu, reg_id, value):
+    if vcpu.vm.timers.set_one_reg(vcpu, reg_id, value):
         return
     raise KvmError(errno.ENOENT, f"unknown ONE_REG id {reg_id:#x}")

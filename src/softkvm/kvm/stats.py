@@ -26,6 +26,9 @@ class VcpuStats:
     halt_exits: int = 0
     sysreg_traps: int = 0
     psci_calls: int = 0
+    timer_irq_updates: int = 0    # kvm_timer_update_irq
+    timer_saves: int = 0          # timer_save_state at vcpu_put
+    timer_restores: int = 0       # timer_restore_state at vcpu_load
     # softkvm's core
     exceptions_reflected: int = 0
     core_slices: int = 0

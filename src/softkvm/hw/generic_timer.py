@@ -1,0 +1,158 @@
+"""The generic timer's comparators and the host timer interrupt they raise.
+
+Counterpart: the Arm generic timer (Arm ARM D11) as KVM uses it while a vCPU is loaded: the
+guest's CNTV_*/CNTP_* registers live in the hardware (here: the native shim's per-vCPU block,
+emulated in C on every guest access), and when a comparator's condition is met the *host* takes
+a timer PPI, which forces the vCPU out of the guest (``kvm_arch_timer_handler``). The PPI stays
+masked while KVM leaves it active (``phys_active``), so an asserted level does not re-trap.
+
+One watcher thread per VM plays that PPI: it sleeps until the earliest unmasked deadline of the
+loaded vCPUs, or until the shim's eventfd says a guest reprogrammed a timer, and then calls
+``on_fire(key, timer)`` once per expiry (until ``rearm`` says the hypervisor has seen it).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from softkvm.hw.clock import NS_PER_TICK, monotonic_ns
+from softkvm.hw.native import SkvmVcpu
+
+VTIMER = 0
+PTIMER = 1
+CTL_ENABLE = 1 << 0
+CTL_IMASK = 1 << 1
+CTL_ISTATUS = 1 << 2
+MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass(slots=True)
+class _Watched:
+    state: SkvmVcpu
+    fd: int
+    loaded: bool = False
+    masked: list[bool] = field(default_factory=lambda: [False, False])
+    fired: list[bool] = field(default_factory=lambda: [False, False])
+
+
+def deadline_ns(state: SkvmVcpu, timer: int) -> int | None:
+    """Host CLOCK_MONOTONIC time at which ``timer``'s condition is met, if it can fire."""
+    t = state.timer[timer]
+    if t.ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
+        return None
+    physical = (t.cval + (state.cntvoff if timer == VTIMER else 0)) & MASK64
+    return physical * NS_PER_TICK
+
+
+class TimerIrq:
+    """The host timer PPI of every loaded vCPU, served by one thread."""
+
+    def __init__(self, on_fire: Callable[[object, int], None]) -> None:
+        self._on_fire = on_fire
+        self._lock = threading.Lock()
+        self._watched: dict[object, _Watched] = {}
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopped = False
+        self.fires = 0
+        self._thread = threading.Thread(target=self._loop, name="softkvm-timer-ppi", daemon=True)
+        self._thread.start()
+
+    def register(self, key: object, state: SkvmVcpu) -> None:
+        """Give a vCPU its eventfd (poked by the shim on every timer register write)."""
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        state.notify_fd = fd
+        with self._lock:
+            self._watched[key] = _Watched(state, fd)
+
+    def load(self, key: object) -> None:
+        """The vCPU's timers are live in the hardware from now on (vcpu_load)."""
+        self._set_loaded(key, True)
+
+    def put(self, key: object) -> None:
+        """The vCPU's timers are the hypervisor's again (vcpu_put): no PPI for them."""
+        self._set_loaded(key, False)
+
+    def _set_loaded(self, key: object, loaded: bool) -> None:
+        with self._lock:
+            watched = self._watched.get(key)
+            if watched is None or watched.loaded == loaded:
+                return
+            watched.loaded = loaded
+            watched.fired = [False, False]
+        self._poke()
+
+    def set_masked(self, key: object, timer: int, masked: bool) -> None:
+        """Leave the PPI active (masked) while KVM forwards a high level, or release it."""
+        with self._lock:
+            watched = self._watched.get(key)
+            if watched is None or watched.masked[timer] == masked:
+                return
+            watched.masked[timer] = masked
+        self._poke()
+
+    def rearm(self, key: object) -> None:
+        """The hypervisor has handled the last expiry: watch again for the next one."""
+        with self._lock:
+            watched = self._watched.get(key)
+            if watched is None or not any(watched.fired):
+                return
+            watched.fired = [False, False]
+        self._poke()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._poke()
+        self._thread.join(timeout=5)
+        with self._lock:
+            for watched in self._watched.values():
+                os.close(watched.fd)
+            self._watched.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            due, timeout = self._scan()
+            for key, timer in due:
+                self.fires += 1
+                self._on_fire(key, timer)
+            with self._lock:
+                fds = [w.fd for w in self._watched.values() if w.loaded]
+            ready, _, _ = select.select([self._wake_r, *fds], [], [], timeout)
+            for fd in ready:
+                try:
+                    os.read(fd, 64 if fd == self._wake_r else 8)
+                except OSError:
+                    pass
+
+    def _scan(self) -> tuple[list[tuple[object, int]], float | None]:
+        now = monotonic_ns()
+        due: list[tuple[object, int]] = []
+        earliest: int | None = None
+        with self._lock:
+            for key, watched in self._watched.items():
+                if not watched.loaded:
+                    continue
+                for timer in (VTIMER, PTIMER):
+                    if watched.masked[timer] or watched.fired[timer]:
+                        continue
+                    when = deadline_ns(watched.state, timer)
+                    if when is None:
+                        continue
+                    if when <= now:
+                        watched.fired[timer] = True
+                        due.append((key, timer))
+                    elif earliest is None or when < earliest:
+                        earliest = when
+        timeout = None if earliest is None else max(0.0, (earliest - now) / 1e9)
+        return due, timeout
