@@ -17,7 +17,7 @@ from softkvm.hw.clock import HostTimers, counter_now
 from softkvm.hw.core import Core
 from softkvm.hw.native import Native
 from softkvm.hw.pcpu import PhysCpu
-from softkvm.kvm import arm, irq_line, one_reg, uapi
+from softkvm.kvm import arm, irq_line, irqchip, one_reg, uapi
 from softkvm.kvm.arch_timer import ArchTimers
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
@@ -121,6 +121,8 @@ class Vm:
                 raise KvmError(errno.EINVAL, f"vCPU id {vcpu_id} out of range")
             if self.has_run:
                 raise KvmError(errno.EBUSY, "cannot add vCPUs after the VM has run")
+            if self.vgic is not None:  # KVM refuses once the vGIC is initialised
+                self.vgic.kvm_vgic_vcpu_init(vcpu_id)  # type: ignore[attr-defined]
             vcpu = Vcpu(self, vcpu_id)
             self.vcpus.append(vcpu)
             self.timers.vcpu_init(vcpu)
@@ -130,7 +132,13 @@ class Vm:
         mpidr &= P.MPIDR_HWID_MASK
         return next((v for v in self.vcpus if v.mpidr == mpidr), None)
 
-    # --- interrupts ---------------------------------------------------------------------------
+    # --- devices and interrupts ---------------------------------------------------------------
+
+    def create_device(self, dev_type: int) -> object:
+        """KVM_CREATE_DEVICE: the vGIC (KVM_DEV_TYPE_ARM_VGIC_V2 / _V3); set_attr/get_attr/
+        has_attr on the result configure it."""
+        with self.lock:
+            return irqchip.create_vgic_device(self, dev_type)
 
     def irq_line(self, irq: int, level: int) -> None:
         """KVM_IRQ_LINE with the arm encoding (vcpu2, type, vcpu, id)."""
@@ -216,6 +224,11 @@ class Vcpu:
     @immediate_exit.setter
     def immediate_exit(self, value: bool) -> None:
         self.run_struct.immediate_exit = value
+
+    def kick(self) -> None:
+        """KVM_REQ_IRQ_PENDING + kvm_vcpu_kick (what the vGIC calls after queueing)."""
+        arm.kvm_make_request(self, arm.REQ_IRQ_PENDING)
+        arm.kvm_vcpu_kick(self)
 
     def interrupt(self) -> None:
         """What a VMM does with pthread_kill(SIG_IPI): KVM_RUN returns with KVM_EXIT_INTR."""

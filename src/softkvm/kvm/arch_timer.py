@@ -115,11 +115,14 @@ class ArchTimers:
             if self.ppi[VTIMER] == self.ppi[PTIMER]:
                 raise KvmError(errno.EINVAL, "the virtual and physical timers share a PPI")
             for ctx in cpu.timers:
-                vgic.kvm_vgic_set_owner(vcpu.vcpu_id, ctx.irq, ctx)  # type: ignore[attr-defined]
+                ret = vgic.kvm_vgic_set_owner(vcpu.vcpu_id, ctx.irq, ctx)  # type: ignore[attr-defined]
+                if ret < 0:
+                    raise KvmError(-ret, f"timer PPI {ctx.irq} is already owned by another device")
+                # The "host" PPI number is the guest's: the model has no separate host irq domain.
                 vgic.kvm_vgic_map_phys_irq(  # type: ignore[attr-defined]
-                    vcpu.vcpu_id, ctx.index, ctx.irq,
-                    lambda c=ctx: self.should_fire(vcpu, c),
-                    lambda c=ctx: self.phys_deactivated(vcpu, c.index))
+                    vcpu.vcpu_id, ctx.irq, ctx.irq,
+                    lambda _vintid, c=ctx: self.should_fire(vcpu, c),
+                    lambda active, c=ctx: self._vgic_set_phys_active(vcpu, c.index, active))
         self.irq.register(vcpu, vcpu.core.state)
         cpu.enabled = True
 
@@ -173,6 +176,11 @@ class ArchTimers:
         cpu = self.cpus[vcpu.vcpu_id]
         cpu.phys_active[index] = False
         self.irq.set_masked(vcpu, index, False)
+
+    def _vgic_set_phys_active(self, vcpu: Vcpu, index: int, active: bool) -> None:
+        """Called by the vGIC (under its lock) when the mapped interrupt's physical active state
+        changes: guest deactivation of the HW list register, or resampling a low line."""
+        self._set_phys_active(vcpu, index, active)
 
     def _set_phys_active(self, vcpu: Vcpu, index: int, active: bool) -> None:
         self.cpus[vcpu.vcpu_id].phys_active[index] = active

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from softkvm.hw.clock import monotonic_ns
-from softkvm.kvm import handle_exit, mmio, uapi
+from softkvm.kvm import handle_exit, irqchip, mmio, uapi
 from softkvm.kvm.errors import KvmError
 
 if TYPE_CHECKING:
@@ -156,10 +156,8 @@ def kvm_vcpu_first_run_init(vcpu: Vcpu) -> None:
     vm = vcpu.vm
     with vm.lock:
         if vm.vgic is not None:
-            ret = vm.vgic.kvm_vgic_map_resources()
-            if ret < 0:
-                raise KvmError(-ret, "the vGIC is not ready: set its addresses (and, for a "
-                               "GICv3, run KVM_DEV_ARM_VGIC_CTRL_INIT) before the first run")
+            vm.vgic.kvm_vgic_map_resources()  # KvmError as KVM fails the first KVM_RUN
+            irqchip.connect_vcpu(vm.vgic, vcpu)
         vm.has_run = True
         vm.timers.enable(vcpu)
     vcpu.has_run_once = True
@@ -262,7 +260,7 @@ def _flush(vcpu: Vcpu) -> None:
     vgic = vcpu.vm.vgic
     if vgic is not None:
         vgic.kvm_vgic_flush_hwstate(vcpu.vcpu_id)
-        vcpu.core.set_irq_lines(*vgic.vcpu_interface(vcpu.vcpu_id).signal())
+        vcpu.core.set_irq_lines(*vgic.vcpu_if(vcpu.vcpu_id).signal())
     else:
         vcpu.core.set_irq_lines(*vcpu.irq_lines)
 

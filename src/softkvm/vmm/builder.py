@@ -1,7 +1,8 @@
 """Assemble a virt machine from a ``VmConfig``, in visible order.
 
 Counterpart: QEMU's hw/arm/virt.c ``machvirt_init`` and kvmtool's init list — but as one explicit
-function: memory → vCPUs → irqchip → devices → kernel/initrd → device tree → boot registers.
+function: memory → vCPUs → irqchip (KVM wants the vCPUs first) → devices → kernel/initrd →
+device tree → boot registers.
 """
 
 from __future__ import annotations
@@ -16,19 +17,14 @@ from softkvm.vmm import console
 from softkvm.vmm.bus import Bus
 from softkvm.vmm.config import VmConfig
 from softkvm.vmm.devices.pl011 import Pl011
+from softkvm.vmm.irqchip import kernel as kernel_irqchip
+from softkvm.vmm.irqchip import user as user_irqchip
 from softkvm.vmm.layout import VirtLayout, parse_gic_version
 from softkvm.vmm.memory import GuestMemory
 from softkvm.vmm.runner import Runner, RunResult
 
 BOOT_FEATURES = 1 << uapi.KVM_ARM_VCPU_PSCI_0_2
 SECONDARY_FEATURES = BOOT_FEATURES | 1 << uapi.KVM_ARM_VCPU_POWER_OFF
-
-
-class NoIrqLine:
-    """An interrupt output wired to nothing (no irqchip on this machine yet)."""
-
-    def set_level(self, level: bool) -> None:
-        pass
 
 
 @dataclass(slots=True)
@@ -39,6 +35,7 @@ class Machine:
     memory: GuestMemory
     bus: Bus
     uart: Pl011
+    irqchip: kernel_irqchip.KernelIrqChip | user_irqchip.UserIrqChip
     dtb: bytes
     boot: loader.BootPlan
     runner: Runner
@@ -67,7 +64,13 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     for vcpu in vcpus:
         vcpu.arm_vcpu_init(features=BOOT_FEATURES if vcpu.vcpu_id == 0 else SECONDARY_FEATURES)
     bus = Bus()
-    uart = Pl011(irq=NoIrqLine(), write=console.writer(config.console_out))
+    runner = Runner(vm, bus)
+    if config.irqchip == "kernel":
+        irqchip = kernel_irqchip.create(vm, layout)
+    else:
+        irqchip = user_irqchip.create(vm, layout, bus, runner)
+    uart = Pl011(irq=irqchip.spi_line(layout.uart_intid),
+                 write=console.writer(config.console_out))
     bus.add(layout.uart.base, layout.uart.size, uart, "pl011")
     boot = loader.load(memory, config.kernel, initrd=config.initrd,
                        make_dtb=lambda initrd: _device_tree(config, layout, [uart], initrd))
@@ -77,10 +80,9 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     boot_vcpu = vcpus[0]
     boot_vcpu.set_one_reg(REG_PC_ID, boot.entry)
     boot_vcpu.set_one_reg(core_reg(0), boot.dtb_address)
-    runner = Runner(vm, bus)
     if config.console_in is not None:
         console.start_input(uart, config.console_in.fileno())
-    return Machine(config, vm, layout, memory, bus, uart, boot.dtb, boot, runner)
+    return Machine(config, vm, layout, memory, bus, uart, irqchip, boot.dtb, boot, runner)
 
 
 def _device_tree(config: VmConfig, layout: VirtLayout, devices: list[fdt.FdtNodeWriter],

@@ -89,6 +89,9 @@ class Runner:
                 self.handle_exit(vcpu, run)
         except KvmError as err:
             self.stop(RunResult(StopReason.INTERNAL_ERROR, f"vCPU {vcpu.vcpu_id}: {err}"))
+        except Exception as err:  # noqa: BLE001 - a dead vCPU thread must stop the machine
+            self.stop(RunResult(StopReason.INTERNAL_ERROR,
+                                f"vCPU {vcpu.vcpu_id}: {type(err).__name__}: {err}"))
 
     def handle_exit(self, vcpu: Vcpu, run: KvmRun) -> None:
         handler = EXIT_HANDLERS.get(run.exit_reason)

@@ -1,0 +1,613 @@
+"""The in-kernel vGIC: per-VM state, injection, ap_lists, LR flush/sync and the entry points.
+
+Counterpart: arch/arm64/kvm/vgic/vgic.c (``vgic_target_oracle``, ``vgic_queue_irq_unlock``,
+``kvm_vgic_inject_irq``, ``vgic_flush_lr_state``, ``vgic_fold_lr_state``, ``vgic_prune_ap_list``,
+``kvm_vgic_vcpu_pending_irq``, the map/owner helpers), with ``struct vgic_dist`` as the ``Vgic``
+dataclass and ``kvm_vgic_create`` (vgic-init.c) beside it. Design notes: kvm-arm-reference.md
+§2-§6. The classic flush is used (sort on overflow or multi-source SGI, UIE on overflow).
+
+Locking — deliberately simpler than the kernel's lock hierarchy: one VM-level re-entrant lock
+serialises every entry point (vCPU threads, the irqfd poller, the VMM). Work that must not run
+under it is deferred to the outermost release: vCPU kicks (``VgicVcpuHost.kick``) and acked-IRQ
+notifications. Called *under* the lock: the mapped-interrupt probes given to
+``kvm_vgic_map_phys_irq`` (``get_input_level``, ``set_phys_active``) and
+``VcpuInterface.on_change``; they must not block nor take a lock held while calling the vGIC.
+
+In-slice accesses: the emulated core serves the guest's GICD/GICR/ICC_SGI accesses without an
+exit, while its list registers are live. KVM would have exited and folded them first; so does
+this model (fold, emulate, flush again, ``on_change``) for the accessing vCPU. The other vCPUs'
+LRs are folded already, because one vCPU at a time runs between flush and sync (the physical
+CPU token), which stands in for KVM halting the guest around ISACTIVER/ICACTIVER accesses.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
+
+from softkvm.arch import gic as G
+from softkvm.hw.vcpu_if import VcpuInterface
+from softkvm.kvm import uapi
+from softkvm.kvm.errors import KvmError
+from softkvm.kvm.vgic import vgic_init as I
+from softkvm.kvm.vgic import vgic_v3 as V3
+from softkvm.kvm.vgic.arm_vgic import (
+    VGIC_CONFIG_LEVEL,
+    VGIC_NR_LRS_DEFAULT,
+    GetInputLevel,
+    RdRegion,
+    SetPhysActive,
+    VgicCpu,
+    VgicIrq,
+    VgicLock,
+    flush_sort_key,
+    irq_is_pending,
+    is_private,
+    lr_count,
+    set_phys_active,
+)
+from softkvm.kvm.vgic.vgic_mmio_v2 import VGIC_V2_DIST
+from softkvm.kvm.vgic.vgic_mmio_v3 import (
+    VGIC_V3_DIST,
+    VGIC_V3_RDIST,
+    MmioRegion,
+    vgic_v3_dispatch_sgi,
+    vgic_v3_redist_regions,
+)
+from softkvm.kvm.vgic.vgic_sys_reg_v3 import SGI_REGISTERS
+from softkvm.kvm.vgic.vgic_v2 import vgic_v2_fold_lr, vgic_v2_populate_lr
+
+
+class VgicVcpuHost(Protocol):
+    """A vCPU as the vGIC sees it."""
+
+    vcpu_id: int   # index in VgicVmHost.vcpus()
+    mpidr: int     # Aff3..Aff0 (MPIDR_EL1 & 0xff00ffffff)
+
+    def kick(self) -> None:
+        """KVM_REQ_IRQ_PENDING + kvm_vcpu_kick: wake it if blocked, preempt it if running.
+        Called outside the vGIC lock; must not block."""
+
+
+class VgicVmHost(Protocol):
+    """The VM as the vGIC sees it."""
+
+    def vcpus(self) -> Sequence[VgicVcpuHost]: ...
+
+    def has_run(self) -> bool:
+        """Has any vCPU entered the guest (KVM's -EBUSY rules)?"""
+
+
+AckNotifier = Callable[[int], None]   # (SPI index = INTID - 32), on guest EOI of a level SPI
+
+
+@dataclass(slots=True, eq=False)
+class Vgic:
+    """The per-VM vGIC (kernel: struct vgic_dist) and every entry point the kernel side uses."""
+
+    vm: VgicVmHost
+    model: int
+    nr_lr: int = VGIC_NR_LRS_DEFAULT
+    lock: VgicLock = field(init=False)
+    initialized: bool = False
+    ready: bool = False
+    enabled: bool = False
+    nr_spis: int = 0
+    implementation_rev: int = 0
+    v2_groups_user_writable: bool = False
+    dist_base: int | None = None
+    cpu_base: int | None = None
+    rd_regions: list[RdRegion] = field(default_factory=list)
+    propbaser: int = 0
+    spis: list[VgicIrq] = field(default_factory=list)
+    cpus: list[VgicCpu] = field(default_factory=list)
+    ack_notifiers: list[AckNotifier] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lock = VgicLock(self._kick_now)
+
+    # --- facts about the VM ------------------------------------------------------------------
+
+    @property
+    def is_v2(self) -> bool:
+        return self.model == uapi.KVM_DEV_TYPE_ARM_VGIC_V2
+
+    @property
+    def has_sysreg_cpuif(self) -> bool:
+        """Does the guest get the GICv3 system-register CPU interface (ID_AA64PFR0_EL1.GIC)?"""
+        return not self.is_v2
+
+    @property
+    def max_vcpus(self) -> int:
+        return uapi.VGIC_V2_MAX_CPUS if self.is_v2 else uapi.VGIC_V3_MAX_CPUS
+
+    @property
+    def nr_irqs(self) -> int:
+        return self.nr_spis + G.NR_PRIVATE_IRQS
+
+    def nr_vcpus(self) -> int:
+        return len(self.vm.vcpus())
+
+    def vcpu_mpidr(self, vcpu_id: int) -> int:
+        return self.vm.vcpus()[vcpu_id].mpidr
+
+    def vcpu_by_mpidr(self, mpidr: int) -> int | None:
+        return next((v.vcpu_id for v in self.vm.vcpus() if v.mpidr == mpidr), None)
+
+    def valid_spi(self, intid: int) -> bool:
+        return G.SPI_BASE <= intid < self.nr_irqs
+
+    def _cpu(self, vcpu_id: int | None) -> VgicCpu | None:
+        if vcpu_id is None or not 0 <= vcpu_id < self.nr_vcpus():
+            return None
+        if vcpu_id >= len(self.cpus):
+            I.kvm_vgic_vcpu_init(self, vcpu_id)
+        return self.cpus[vcpu_id]
+
+    def vcpu_if(self, vcpu_id: int) -> VcpuInterface:
+        """The virtual CPU interface hardware of a vCPU (signal(), maintenance(), on_change)."""
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            if cpu is None:
+                raise KvmError(errno.EINVAL, f"no vCPU {vcpu_id}")
+            return cpu.vif
+
+    def get_irq(self, vcpu_id: int | None, intid: int) -> VgicIrq | None:
+        """The interrupt ``intid`` (private ones banked per ``vcpu_id``), None if none exists."""
+        if intid < 0:
+            return None
+        if is_private(intid):
+            cpu = self._cpu(vcpu_id)
+            return cpu.private_irqs[intid] if cpu is not None else None
+        index = intid - G.SPI_BASE
+        return self.spis[index] if index < len(self.spis) else None
+
+    def _all_irqs(self) -> Iterator[VgicIrq]:
+        for cpu in self.cpus:
+            yield from cpu.private_irqs
+        yield from self.spis
+
+    # --- kicks and the oracle -------------------------------------------------------------------
+
+    def _kick_now(self, vcpu_id: int) -> None:
+        vcpus = self.vm.vcpus()
+        if vcpu_id < len(vcpus):
+            vcpus[vcpu_id].kick()
+
+    def kick(self, vcpu_id: int) -> None:
+        """Request + kick ``vcpu_id`` once the lock is released."""
+        self.lock.defer_kick(vcpu_id)
+
+    def target_oracle(self, irq: VgicIrq) -> int | None:
+        """Where ``irq`` must be queued: active stays put, pending+enabled goes to its target
+        while the distributor is enabled, the rest nowhere."""
+        if irq.active:
+            return irq.vcpu if irq.vcpu is not None else irq.target_vcpu
+        if irq.enabled and irq_is_pending(irq):
+            return irq.target_vcpu if self.enabled else None
+        return None
+
+    def queue_irq(self, irq: VgicIrq) -> bool:
+        """Put ``irq`` on its target's ap_list if it belongs on one and is on none; kick the
+        target either way (an edge re-raised while the previous one sits in an LR causes no
+        maintenance exit). Call after any change of an interrupt's deliverability.
+
+        Unlike KVM, an interrupt that stopped being deliverable (line lowered, disabled,
+        pending cleared) while queued also kicks the vCPU holding it, so that vCPU exits and
+        withdraws it from its LRs now, as a hardware GIC stops signalling at once."""
+        target = self.target_oracle(irq)
+        if irq.vcpu is not None or target is None:
+            holder = target if target is not None else irq.vcpu
+            if holder is not None:
+                self.kick(holder)
+            return False
+        cpu = self._cpu(target)
+        if cpu is None:
+            return False
+        cpu.ap_list.append(irq)
+        irq.vcpu = target
+        self.kick(target)
+        return True
+
+    def retarget(self, irq: VgicIrq, target: int | None) -> None:
+        """New routing (ITARGETSR, IROUTER). A queued pending interrupt migrates when its holder
+        prunes: kick the holder so it does so now, even if it sleeps with the interrupt masked by
+        its PMR. One that was routed nowhere becomes deliverable: queue it (KVM does neither)."""
+        irq.target_vcpu = target
+        if irq.vcpu is None:
+            self.queue_irq(irq)
+        elif irq.vcpu != target and not irq.active:
+            self.kick(irq.vcpu)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """GICD_CTLR enable. On 0->1 every pending+enabled interrupt is queued (architecturally
+        they become deliverable; KVM only kicks), then vCPUs with something pending are kicked."""
+        was_enabled, self.enabled = self.enabled, enabled
+        if enabled and not was_enabled:
+            for irq in self._all_irqs():
+                if irq.vcpu is None:
+                    self.queue_irq(irq)
+            for cpu in self.cpus:
+                if self._pending_irq(cpu):
+                    self.kick(cpu.vcpu_id)
+
+    # --- injection ----------------------------------------------------------------------------
+
+    def kvm_vgic_inject_irq(self, vcpu_id: int | None, intid: int, level: bool,
+                            owner: object | None) -> int:
+        """Raise or lower an interrupt line: 0 or -errno. ``vcpu_id`` selects the bank of a
+        private INTID and is ignored for SPIs. Owners are compared by identity: a line owned by
+        an in-kernel device (timer, PMU) ignores everyone else, userspace (None) included."""
+        with self.lock:
+            ret = I.vgic_lazy_init(self)
+            if ret:
+                return ret
+            if vcpu_id is None and is_private(intid):
+                return -errno.EINVAL
+            irq = self.get_irq(vcpu_id, intid)
+            if irq is None:
+                return -errno.EINVAL
+            level = bool(level)
+            if irq.owner is not owner:
+                return 0
+            if irq.config == VGIC_CONFIG_LEVEL:
+                if irq.line_level == level:
+                    return 0
+                irq.line_level = level
+            elif not level:
+                return 0   # an edge is a 0->1 event; lowering it is nothing
+            else:
+                irq.pending_latch = True
+            self.queue_irq(irq)
+            return 0
+
+    # --- flush (ap_list -> LRs) -------------------------------------------------------------------
+
+    def kvm_vgic_flush_hwstate(self, vcpu_id: int) -> None:
+        """Before entry: program the vCPU's list registers from its ap_list."""
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            if cpu is None:
+                return
+            cpu.live = True
+            if cpu.ap_list:
+                self._flush_lr_state(cpu)
+
+    def _flush_lr_state(self, cpu: VgicCpu) -> None:
+        counts = [lr_count(irq) for irq in cpu.ap_list]
+        multi_sgi = any(c > 1 for c in counts)
+        if sum(counts) > self.nr_lr or multi_sgi:
+            cpu.ap_list.sort(key=flush_sort_key)
+        populate = vgic_v2_populate_lr if self.is_v2 else V3.vgic_v3_populate_lr
+        vif, used, sgi_prio = cpu.vif, 0, G.IDLE_PRIORITY
+        for index, irq in enumerate(cpu.ap_list):
+            # All instances of a multi-source SGI must be seen before anything of lower
+            # priority: stop there, the EOI maintenance of the SGI brings us back.
+            if multi_sgi and irq.priority > sgi_prio:
+                break
+            if self.target_oracle(irq) == cpu.vcpu_id:
+                vif.lr[used] = populate(irq)
+                used += 1
+                if irq.source:
+                    sgi_prio = irq.priority
+            if used == self.nr_lr:
+                if index != len(cpu.ap_list) - 1:
+                    vif.hcr = G.HCR.UIE.put(vif.hcr, 1)   # underflow: refill when LRs drain
+                break
+        for i in range(used, self.nr_lr):
+            vif.lr[i] = 0
+        cpu.used_lrs = used
+
+    # --- sync (LRs -> state), prune --------------------------------------------------------------
+
+    def kvm_vgic_sync_hwstate(self, vcpu_id: int) -> None:
+        """After exit: fold the list registers back, then prune/migrate the ap_list."""
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            if cpu is None:
+                return
+            cpu.live = False
+            if not cpu.ap_list:
+                return
+            if cpu.used_lrs:
+                self._fold_lr_state(cpu)
+            self._prune_ap_list(cpu)
+
+    def _fold_lr_state(self, cpu: VgicCpu) -> None:
+        vif = cpu.vif
+        lay = vif.layout
+        fold = vgic_v2_fold_lr if self.is_v2 else V3.vgic_v3_fold_lr
+        vif.hcr = G.HCR.UIE.put(vif.hcr, 0)
+        for lr in vif.lr[:cpu.used_lrs]:
+            intid = lay.vintid.get(lr)
+            if lay.signals_eoi(lr) and self.valid_spi(intid):
+                self._notify_acked(intid - G.SPI_BASE)
+            irq = self.get_irq(cpu.vcpu_id, intid)
+            if irq is not None:
+                fold(irq, lr)
+        vif.clear_lrs()   # like the hardware save: the LRs are empty while the host runs
+        cpu.used_lrs = 0
+
+    def _prune_ap_list(self, cpu: VgicCpu) -> None:
+        for irq in list(cpu.ap_list):
+            target = self.target_oracle(irq)
+            if target == cpu.vcpu_id:
+                continue
+            cpu.ap_list.remove(irq)
+            irq.vcpu = None
+            new_cpu = self._cpu(target)
+            if new_cpu is not None:   # migrate: the new target takes it from here
+                new_cpu.ap_list.append(irq)
+                irq.vcpu = target
+                self.kick(new_cpu.vcpu_id)
+
+    # --- acked-IRQ notifiers (irqfd resampling) ---------------------------------------------------
+
+    def register_ack_notifier(self, notifier: AckNotifier) -> None:
+        """``notifier(spi_index)`` runs after the lock is released, once per guest EOI of a level
+        SPI seen at sync (kernel: kvm_notify_acked_irq on irqchip 0, pin = INTID - 32)."""
+        with self.lock:
+            self.ack_notifiers.append(notifier)
+
+    def unregister_ack_notifier(self, notifier: AckNotifier) -> None:
+        with self.lock:
+            if notifier in self.ack_notifiers:
+                self.ack_notifiers.remove(notifier)
+
+    def _notify_acked(self, spi_index: int) -> None:
+        for notifier in self.ack_notifiers:
+            self.lock.defer_call(partial(notifier, spi_index))
+
+    # --- WFI, load/put ----------------------------------------------------------------------------
+
+    def _pending_irq(self, cpu: VgicCpu) -> bool:
+        pmr = cpu.vif.vmcr.pmr
+        return any(irq_is_pending(irq) and irq.enabled and not irq.active and irq.priority < pmr
+                   for irq in cpu.ap_list)
+
+    def kvm_vgic_vcpu_pending_irq(self, vcpu_id: int) -> bool:
+        """Would this vCPU take an interrupt (WFI wake)? Ignores group enables and the running
+        priority, as KVM does: at worst a spurious wake."""
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            return self.enabled and cpu is not None and self._pending_irq(cpu)
+
+    def kvm_vgic_load(self, vcpu_id: int) -> None:
+        """Nothing to restore: VMCR and APRs live in the VcpuInterface (LRs move at flush)."""
+
+    def kvm_vgic_put(self, vcpu_id: int) -> None:
+        """Nothing to save, for the same reason."""
+
+    def kvm_vgic_vmcr_sync(self, vcpu_id: int) -> None:
+        """The PMR the WFI check reads is the interface's own: always fresh."""
+
+    # --- HW-mapped interrupts and owners -------------------------------------------------------
+
+    def kvm_vgic_map_phys_irq(self, vcpu_id: int, host_irq: int, vintid: int,
+                              get_input_level: GetInputLevel | None,
+                              set_phys_active: SetPhysActive | None = None,
+                              sw_resample: bool = False) -> int:
+        """Back ``vintid`` by a physical interrupt: LRs carry HW=1 and pINTID = ``host_irq``
+        (the model has no host irq domain), guest deactivation calls ``set_phys_active(False)``,
+        ``get_input_level(vintid)`` resamples the line."""
+        with self.lock:
+            irq = self.get_irq(vcpu_id, vintid)
+            if irq is None:
+                return -errno.EINVAL
+            irq.hw, irq.host_irq, irq.hwintid = True, host_irq, host_irq
+            irq.get_input_level, irq.set_phys_active = get_input_level, set_phys_active
+            irq.sw_resample = sw_resample
+            return 0
+
+    def kvm_vgic_unmap_phys_irq(self, vcpu_id: int, vintid: int) -> int:
+        with self.lock:
+            if not self.initialized:
+                return -errno.EAGAIN
+            irq = self.get_irq(vcpu_id, vintid)
+            if irq is None:
+                return -errno.EINVAL
+            irq.hw, irq.hwintid, irq.sw_resample = False, 0, False
+            irq.get_input_level = irq.set_phys_active = None
+            return 0
+
+    def kvm_vgic_map_is_active(self, vcpu_id: int, vintid: int) -> bool:
+        with self.lock:
+            irq = self.get_irq(vcpu_id, vintid) if self.initialized else None
+            return irq is not None and irq.hw and irq.active
+
+    def kvm_vgic_reset_mapped_irq(self, vcpu_id: int, vintid: int) -> None:
+        with self.lock:
+            irq = self.get_irq(vcpu_id, vintid)
+            if irq is not None and irq.hw:
+                irq.active = irq.pending_latch = irq.line_level = False
+
+    def kvm_vgic_set_owner(self, vcpu_id: int, intid: int, owner: object) -> int:
+        with self.lock:
+            if not self.initialized:
+                return -errno.EAGAIN
+            if not (G.NR_SGIS <= intid < G.NR_PRIVATE_IRQS or self.valid_spi(intid)):
+                return -errno.EINVAL   # SGIs cannot be wired to a device
+            irq = self.get_irq(vcpu_id, intid)
+            if irq is None:
+                return -errno.EINVAL
+            if irq.owner is not None and irq.owner is not owner:
+                return -errno.EEXIST
+            irq.owner = owner
+            return 0
+
+    def phys_deactivated(self, vcpu_id: int, pintid: int) -> None:
+        """The VcpuInterface deactivated an HW=1 LR: deactivate the physical interrupt (the
+        vCPU's own mapped PPIs first: that is where the timers are)."""
+        cpu = self._cpu(vcpu_id)
+        private = cpu.private_irqs if cpu is not None else []
+        for irqs in (private, self.spis):
+            irq = next((i for i in irqs if i.hw and i.hwintid == pintid), None)
+            if irq is not None:
+                set_phys_active(irq, False)
+                return
+
+    # --- lifecycle (vgic_init.py) ----------------------------------------------------------------
+
+    def kvm_vgic_vcpu_init(self, vcpu_id: int) -> None:
+        """A vCPU is being created: KVM refuses once the vGIC is initialised."""
+        with self.lock:
+            if vcpu_id >= len(self.cpus) and self.initialized:
+                raise KvmError(errno.EBUSY, "cannot add vCPUs after the vGIC is initialised")
+            if vcpu_id >= self.max_vcpus:
+                raise KvmError(errno.EINVAL, f"this vGIC model supports {self.max_vcpus} vCPUs")
+            I.kvm_vgic_vcpu_init(self, vcpu_id)
+
+    def vgic_init(self) -> None:
+        with self.lock:
+            _check(I.vgic_init(self), "vGIC initialisation failed")
+
+    def kvm_vgic_map_resources(self) -> None:
+        """First KVM_RUN: validate addresses (and initialise a GICv2). Failure destroys it."""
+        with self.lock:
+            ret = I.kvm_vgic_map_resources(self)
+            _check(ret, _MAP_ERRORS.get((self.model, -ret), "vGIC initialisation failed"))
+
+    # --- guest MMIO -------------------------------------------------------------------------
+
+    @contextmanager
+    def _guest_access(self, vcpu_id: int) -> Iterator[VgicCpu | None]:
+        """Serve an in-slice guest access as KVM would after an exit: fold the accessing vCPU's
+        live LRs first, refill them after, and let the integrator re-drive its lines."""
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            live = cpu is not None and cpu.live
+            if live:
+                self.kvm_vgic_sync_hwstate(vcpu_id)
+            try:
+                yield cpu
+            finally:
+                if live and cpu is not None:
+                    self.kvm_vgic_flush_hwstate(vcpu_id)
+                    cpu.vif.notify()
+
+    def dist_mmio_read(self, vcpu_id: int, offset: int, size: int) -> int:
+        """A guest read of the distributor frame by ``vcpu_id`` (banked registers are its)."""
+        with self._guest_access(vcpu_id) as cpu:
+            if cpu is None or not self.initialized:
+                return 0
+            iodev = VGIC_V2_DIST if self.is_v2 else VGIC_V3_DIST
+            return iodev.read(self, vcpu_id, offset, size)
+
+    def dist_mmio_write(self, vcpu_id: int, offset: int, size: int, value: int) -> None:
+        with self._guest_access(vcpu_id) as cpu:
+            if cpu is not None and self.initialized:
+                iodev = VGIC_V2_DIST if self.is_v2 else VGIC_V3_DIST
+                iodev.write(self, vcpu_id, offset, size, value)
+
+    def cpu_mmio_read(self, vcpu_id: int, offset: int, size: int) -> int:
+        """A guest read of its GICv2 CPU interface frame, served by its GICV hardware."""
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            return cpu.vif.gicv_read(offset, size) if cpu is not None and self.is_v2 else 0
+
+    def cpu_mmio_write(self, vcpu_id: int, offset: int, size: int, value: int) -> None:
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            if cpu is not None and self.is_v2:
+                cpu.vif.gicv_write(offset, size, value)
+
+    def redist_mmio_read(self, rd_vcpu: int, offset: int, size: int,
+                         accessor: int | None = None) -> int:
+        """A guest read of ``rd_vcpu``'s redistributor (``offset`` within its 128K frame)."""
+        with self._guest_access(rd_vcpu if accessor is None else accessor):
+            if self.is_v2 or not self.initialized or self._cpu(rd_vcpu) is None:
+                return 0
+            return VGIC_V3_RDIST.read(self, rd_vcpu, offset, size)
+
+    def redist_mmio_write(self, rd_vcpu: int, offset: int, size: int, value: int,
+                          accessor: int | None = None) -> None:
+        with self._guest_access(rd_vcpu if accessor is None else accessor):
+            if not self.is_v2 and self.initialized and self._cpu(rd_vcpu) is not None:
+                VGIC_V3_RDIST.write(self, rd_vcpu, offset, size, value)
+
+    def rd_slots(self) -> list[V3.RdSlot | None]:
+        return V3.rd_slots(self.rd_regions, self.nr_vcpus())
+
+    def rdist_is_last(self, vcpu_id: int) -> bool:
+        return V3.rdist_is_last(self.rd_regions, self.rd_slots(), vcpu_id)
+
+    def mmio_regions(self, vcpu_id: int) -> list[MmioRegion]:
+        """The guest-physical frames to map on ``vcpu_id``'s core, with accessors bound to it
+        (distributor registers are banked by accessor). Redistributors: one region per
+        redistributor region, dispatching by offset // 0x20000. Call after map_resources."""
+        with self.lock:
+            regions: list[MmioRegion] = []
+            if self.dist_base is not None:
+                size = G.GICD_V2_SIZE if self.is_v2 else G.GICD_V3_SIZE
+                regions.append((self.dist_base, size, partial(self.dist_mmio_read, vcpu_id),
+                                partial(self.dist_mmio_write, vcpu_id)))
+            if self.is_v2 and self.cpu_base is not None:
+                regions.append((self.cpu_base, G.GICC_SIZE, partial(self.cpu_mmio_read, vcpu_id),
+                                partial(self.cpu_mmio_write, vcpu_id)))
+            if not self.is_v2:
+                regions += vgic_v3_redist_regions(self, vcpu_id)
+            return regions
+
+    # --- GICv3 system registers ----------------------------------------------------------------
+
+    def vgic_v3_sysreg_read(self, vcpu_id: int, encoding: int) -> int | None:
+        """MRS of an ICC_* register; None means UNDEF (unknown, write-only, or a GICv2 VM)."""
+        if self.is_v2 or encoding in SGI_REGISTERS:
+            return None
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            return cpu.vif.icc_read(encoding) if cpu is not None else None
+
+    def vgic_v3_sysreg_write(self, vcpu_id: int, encoding: int, value: int) -> bool:
+        """MSR of an ICC_* register; False means UNDEF. SGI0R/SGI1R/ASGI1R generate SGIs."""
+        if self.is_v2:
+            return False
+        allow_group1 = SGI_REGISTERS.get(encoding)
+        if allow_group1 is not None:
+            with self._guest_access(vcpu_id) as cpu:
+                if cpu is not None and self.initialized:
+                    vgic_v3_dispatch_sgi(self, vcpu_id, value, allow_group1)
+            return True
+        with self.lock:
+            cpu = self._cpu(vcpu_id)
+            return cpu is not None and cpu.vif.icc_write(encoding, value)
+
+
+_V2, _V3 = uapi.KVM_DEV_TYPE_ARM_VGIC_V2, uapi.KVM_DEV_TYPE_ARM_VGIC_V3
+_MAP_ERRORS = {
+    (_V2, errno.ENXIO): "set the GICv2 distributor and CPU interface addresses "
+                        "(KVM_DEV_ARM_VGIC_GRP_ADDR) before the first KVM_RUN",
+    (_V2, errno.EINVAL): "the GICv2 distributor and CPU interface frames overlap",
+    (_V3, errno.ENXIO): "set the GICv3 distributor address and a redistributor for every vCPU "
+                        "before the first KVM_RUN",
+    (_V3, errno.EINVAL): "the GICv3 redistributor frames overlap the distributor or leave the "
+                         "IPA space",
+    (_V3, errno.EBUSY): "initialise the GICv3 (KVM_DEV_ARM_VGIC_CTRL_INIT) before the first "
+                        "KVM_RUN",
+}
+
+
+def _check(ret: int, message: str) -> None:
+    if ret < 0:
+        raise KvmError(-ret, message)
+
+
+def kvm_vgic_create(vm: VgicVmHost, model: int, nr_lr: int = VGIC_NR_LRS_DEFAULT) -> Vgic:
+    """KVM_CREATE_DEVICE(VGIC_V2/V3) / KVM_CREATE_IRQCHIP: the VM's in-kernel irqchip.
+    (The caller refuses a second irqchip with EEXIST: only it knows one exists.)"""
+    if model not in (_V2, _V3):
+        raise KvmError(errno.ENODEV, f"device type {model} is not a vGIC: use "
+                       "KVM_DEV_TYPE_ARM_VGIC_V2 (5) or KVM_DEV_TYPE_ARM_VGIC_V3 (7)")
+    if vm.has_run():
+        raise KvmError(errno.EBUSY, "create the vGIC before any vCPU runs")
+    dist = Vgic(vm, model, nr_lr)
+    if len(vm.vcpus()) > dist.max_vcpus:
+        raise KvmError(errno.E2BIG, f"this vGIC model supports at most {dist.max_vcpus} vCPUs")
+    with dist.lock:
+        for vcpu in vm.vcpus():
+            dist._cpu(vcpu.vcpu_id)
+    return dist

@@ -1,0 +1,35 @@
+"""The userspace irqchip: a GICv2 in the VMM, fed by KVM_EXIT_MMIO and device_irq_level.
+
+Counterpart: QEMU's ``kernel-irqchip=off`` on arm (hw/intc/arm_gic.c with KVM_CAP_ARM_USER_IRQ):
+the GIC's frames are ordinary MMIO on the VMM's bus, its per-CPU outputs drive each vCPU's IRQ/FIQ
+input (KVM_IRQ_LINE, type CPU), and the timer/PMU levels KVM reports after every exit feed its
+PPIs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from softkvm.kvm.api import Vm
+from softkvm.vmm.bus import Bus
+from softkvm.vmm.irqchip.user_gic import SpiLine, UserGic, UserGicExitHook, VcpuContext, VmCpuLines
+from softkvm.vmm.layout import VirtLayout
+from softkvm.vmm.runner import Runner
+
+
+@dataclass(slots=True)
+class UserIrqChip:
+    gic: UserGic
+
+    def spi_line(self, intid: int) -> SpiLine:
+        return self.gic.spi_line(intid)
+
+
+def create(vm: Vm, layout: VirtLayout, bus: Bus, runner: Runner) -> UserIrqChip:
+    gic = UserGic(len(vm.vcpus), VmCpuLines(vm), nr_irqs=256)
+    context = VcpuContext()
+    dist, cpuif = gic.banked_windows(context)
+    bus.add(layout.gic_dist.base, layout.gic_dist.size, dist, "gic-dist")
+    bus.add(layout.gic_cpu.base, layout.gic_cpu.size, cpuif, "gic-cpu")  # type: ignore[union-attr]
+    runner.on_exit.append(UserGicExitHook(gic, context))
+    return UserIrqChip(gic)

@@ -1,0 +1,318 @@
+"""List registers: encode/fold tables, and flush/sync sequences (overflow, HW bit, multi-source
+SGIs, level EOI notifications, edges re-raised while active)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from softkvm.arch import gic as G
+from softkvm.arch import sysregs as S
+from softkvm.kvm.vgic.arm_vgic import VGIC_CONFIG_EDGE, VGIC_CONFIG_LEVEL, VgicIrq
+from softkvm.kvm.vgic.vgic_v2 import vgic_v2_fold_lr, vgic_v2_populate_lr
+from softkvm.kvm.vgic.vgic_v3 import vgic_v3_fold_lr, vgic_v3_populate_lr
+from tests.kvm.vgic.fakes import V2, V3, enable_spi, guest_enable, make_vgic
+
+P2, A2, EOI2, G2, HW2 = 1 << 28, 1 << 29, 1 << 19, 1 << 30, 1 << 31
+P3, A3, EOI3, G3, HW3 = 1 << 62, 1 << 63, 1 << 41, 1 << 60, 1 << 61
+
+
+def prio2(p: int) -> int:
+    return (p >> 3) << 23
+
+
+def prio3(p: int) -> int:
+    return p << 48
+
+
+EDGE, LEVEL = VGIC_CONFIG_EDGE, VGIC_CONFIG_LEVEL
+
+# (name, VgicIrq fields, expected GICH_LR, expected ICH_LR, fields expected after populate)
+POPULATE = [
+    ("edge pending", dict(intid=40, pending_latch=True, priority=0xA0),
+     40 | P2 | prio2(0xA0), 40 | P3 | prio3(0xA0), dict(pending_latch=False)),
+    ("edge pending group 1", dict(intid=40, pending_latch=True, group=1),
+     40 | P2 | G2, 40 | P3 | G3, dict(pending_latch=False)),
+    ("level pending asks EOI", dict(intid=41, config=LEVEL, line_level=True, priority=0x08),
+     41 | P2 | EOI2 | prio2(0x08), 41 | P3 | EOI3 | prio3(0x08), dict(line_level=True)),
+    ("level active+pending: no P+A", dict(intid=41, config=LEVEL, line_level=True, active=True),
+     41 | A2 | EOI2, 41 | A3 | EOI3, dict(line_level=True)),
+    ("edge active+pending: A+P", dict(intid=42, pending_latch=True, active=True),
+     42 | A2 | P2, 42 | A3 | P3, dict(pending_latch=False)),
+    ("HW level pending: pINTID, no EOI, line dropped",
+     dict(intid=27, config=LEVEL, line_level=True, hw=True, hwintid=27),
+     27 | P2 | HW2 | (27 << 10), 27 | P3 | HW3 | (27 << 32), dict(line_level=False)),
+    ("HW active+pending: never P+A",
+     dict(intid=27, config=LEVEL, line_level=True, hw=True, hwintid=26, active=True),
+     27 | A2 | HW2 | (26 << 10), 27 | A3 | HW3 | (26 << 32), dict(line_level=True)),
+    ("HW with software resampling behaves as a plain level",
+     dict(intid=27, config=LEVEL, line_level=True, hw=True, hwintid=27, sw_resample=True),
+     27 | P2 | EOI2, 27 | P3 | EOI3, dict(line_level=False)),
+    ("inactive, not pending: empty state", dict(intid=43, priority=0xF8),
+     43 | prio2(0xF8), 43 | prio3(0xF8), dict()),
+]
+
+
+@pytest.mark.parametrize("name,fields,lr_v2,lr_v3,after", POPULATE, ids=[p[0] for p in POPULATE])
+def test_populate_v2(name, fields, lr_v2, lr_v3, after):
+    irq = VgicIrq(**fields)
+    assert hex(vgic_v2_populate_lr(irq)) == hex(lr_v2)
+    for key, value in after.items():
+        assert getattr(irq, key) == value, key
+
+
+@pytest.mark.parametrize("name,fields,lr_v2,lr_v3,after", POPULATE, ids=[p[0] for p in POPULATE])
+def test_populate_v3(name, fields, lr_v2, lr_v3, after):
+    irq = VgicIrq(**fields)
+    assert hex(vgic_v3_populate_lr(irq)) == hex(lr_v3)
+    for key, value in after.items():
+        assert getattr(irq, key) == value, key
+
+
+@pytest.mark.parametrize("fields,lr,after", [
+    # three sources: the lowest goes first, the rest keep the latch and ask EOI maintenance
+    (dict(intid=5, pending_latch=True, source=0b1110), 5 | P2 | EOI2 | (1 << 10),
+     dict(source=0b1100, pending_latch=True)),
+    (dict(intid=5, pending_latch=True, source=0b1000), 5 | P2 | (3 << 10),
+     dict(source=0, pending_latch=False)),
+    # active from source 2, one more pending: only the active one, EOI to come back for it
+    (dict(intid=5, pending_latch=True, source=0b0001, active=True, active_source=2),
+     5 | A2 | EOI2 | (2 << 10), dict(source=0b0001, pending_latch=True)),
+])
+def test_populate_v2_sgi_sources(fields, lr, after):
+    irq = VgicIrq(**fields)
+    assert hex(vgic_v2_populate_lr(irq)) == hex(lr)
+    for key, value in after.items():
+        assert getattr(irq, key) == value, key
+
+
+# (name, VgicIrq fields, LR state (P=1, A=2), fields after the fold)
+FOLD = [
+    ("edge not taken keeps its latch", dict(intid=40), G.LR_STATE_PENDING,
+     dict(pending_latch=True, active=False)),
+    ("acknowledged becomes active", dict(intid=40), G.LR_STATE_ACTIVE,
+     dict(active=True, pending_latch=False)),
+    ("deactivated level drops the soft latch", dict(intid=41, config=LEVEL, pending_latch=True,
+                                                   active=True), G.LR_STATE_INVALID,
+     dict(active=False, pending_latch=False)),
+    ("level still pending keeps the latch", dict(intid=41, config=LEVEL, pending_latch=True),
+     G.LR_STATE_PENDING, dict(pending_latch=True)),
+]
+
+
+@pytest.mark.parametrize("model", ["v2", "v3"])
+@pytest.mark.parametrize("name,fields,state,after", FOLD, ids=[f[0] for f in FOLD])
+def test_fold(model, name, fields, state, after):
+    irq = VgicIrq(**fields)
+    layout, fold = (G.GICH_LR, vgic_v2_fold_lr) if model == "v2" else (G.ICH_LR, vgic_v3_fold_lr)
+    fold(irq, layout.state.put(layout.vintid.val(irq.intid), state))
+    for key, value in after.items():
+        assert getattr(irq, key) == value, key
+
+
+def test_fold_v2_sgi_records_source():
+    irq = VgicIrq(intid=3)
+    vgic_v2_fold_lr(irq, 3 | P2 | (3 << 10))
+    assert irq.source == 0b1000 and irq.pending_latch
+    vgic_v2_fold_lr(irq, 3 | A2 | (2 << 10))
+    assert irq.active and irq.active_source == 2
+
+
+def test_fold_mapped_level_resamples_and_releases_phys_active():
+    released = []
+    irq = VgicIrq(intid=27, config=LEVEL, hw=True, hwintid=27,
+                  get_input_level=lambda _vintid: False, set_phys_active=released.append)
+    vgic_v3_fold_lr(irq, 27 | P3 | HW3 | (27 << 32))   # never taken, and the timer went quiet
+    assert irq.line_level is False and released == [False]
+
+
+# --- flush/sync sequences ---------------------------------------------------------------------
+
+
+def iar(vgic, vcpu=0):
+    if vgic.is_v2:
+        return vgic.cpu_mmio_read(vcpu, G.GICC_IAR, 4)
+    return vgic.vgic_v3_sysreg_read(vcpu, S.ICC_IAR1_EL1.encoding)
+
+
+def eoir(vgic, value, vcpu=0):
+    if vgic.is_v2:
+        vgic.cpu_mmio_write(vcpu, G.GICC_EOIR, 4, value)
+    else:
+        assert vgic.vgic_v3_sysreg_write(vcpu, S.ICC_EOIR1_EL1.encoding, value)
+
+
+def lr_fields(vif):
+    lay = vif.layout
+    return [(lay.vintid.get(lr), lay.state.get(lr)) for lr in vif.lr]
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_overflow_six_pending_four_lrs(model):
+    vgic, _vm = make_vgic(model, 1)
+    guest_enable(vgic, 0)
+    for intid, prio in zip(range(32, 38), (0x60, 0x50, 0x40, 0x30, 0x20, 0x10), strict=True):
+        enable_spi(vgic, intid, prio)
+        vgic.kvm_vgic_inject_irq(None, intid, True, None)
+    vif = vgic.vcpu_if(0)
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert lr_fields(vif) == [(i, G.LR_STATE_PENDING) for i in (37, 36, 35, 34)]
+    assert [vif.layout.get_priority(lr) for lr in vif.lr] == [0x10, 0x20, 0x30, 0x40]
+    assert G.HCR.UIE.get(vif.hcr)
+    for expected in (37, 36):
+        assert iar(vgic) == expected
+        eoir(vgic, expected)
+        assert not vif.maintenance()       # two or more valid LRs left
+    assert iar(vgic) == 35
+    eoir(vgic, 35)
+    assert vif.maintenance() and G.MISR.U.get(vif.misr())
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert not G.HCR.UIE.get(vif.hcr) and vif.lr == [0, 0, 0, 0]
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert lr_fields(vif) == [(34, 1), (33, 1), (32, 1), (0, 0)]
+    assert not G.HCR.UIE.get(vif.hcr)
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_hw_mapped_timer_ppi(model):
+    vgic, _vm = make_vgic(model, 1)
+    guest_enable(vgic, 0)
+    timer = object()
+    line = {"level": False}
+    phys_active = []
+    assert vgic.kvm_vgic_set_owner(0, 27, timer) == 0
+    assert vgic.kvm_vgic_map_phys_irq(0, 27, 27, lambda _v: line["level"], phys_active.append) == 0
+    if vgic.is_v2:
+        vgic.dist_mmio_write(0, G.GICD_ISENABLER, 4, 1 << 27)
+    else:
+        vgic.redist_mmio_write(0, G.GICR_SGI_BASE + G.GICR_ISENABLER0, 4, 1 << 27)
+    irq = vgic.get_irq(0, 27)
+    line["level"] = True
+    assert vgic.kvm_vgic_inject_irq(0, 27, True, None) == 0 and not irq.line_level  # not owner
+    assert vgic.kvm_vgic_inject_irq(0, 27, True, timer) == 0 and irq.line_level
+    vif = vgic.vcpu_if(0)
+    lay = vif.layout
+    vgic.kvm_vgic_flush_hwstate(0)
+    lr = vif.lr[0]
+    assert (lay.hw.get(lr), lay.pintid.get(lr), lay.state.get(lr)) == (1, 27, G.LR_STATE_PENDING)
+    assert not irq.line_level            # only rising edges of a mapped line are seen
+    assert iar(vgic) == 27
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert irq.active and vgic.kvm_vgic_map_is_active(0, 27)
+    vgic.kvm_vgic_inject_irq(0, 27, True, timer)   # the timer still fires
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert lay.state.get(vif.lr[0]) == G.LR_STATE_ACTIVE   # never P+A for HW
+    eoir(vgic, 27)
+    assert phys_active == [False]        # the guest's EOI deactivated the physical PPI
+    assert lay.state.get(vif.lr[0]) == G.LR_STATE_INVALID and not vif.maintenance()
+    line["level"] = False
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert not irq.active and not irq.line_level and phys_active == [False, False]
+    assert not vgic.kvm_vgic_map_is_active(0, 27)
+
+
+def test_multi_source_v2_sgi_one_per_flush():
+    vgic, _vm = make_vgic(V2, 4)
+    guest_enable(vgic, 0)
+    for source in (1, 2, 3):
+        sgir = G.GICD_SGIR_F.SGIINTID.val(5) | G.GICD_SGIR_F.CPUTargetList.val(1)
+        vgic.dist_mmio_write(source, G.GICD_SGIR, 4, sgir)
+    vif = vgic.vcpu_if(0)
+    for source, more in ((1, True), (2, True), (3, False)):
+        vgic.kvm_vgic_flush_hwstate(0)
+        assert vif.lr[1:] == [0, 0, 0]
+        lr = vif.lr[0]
+        assert (G.GICH_LR.cpuid.get(lr), bool(G.GICH_LR.eoi.get(lr))) == (source, more)
+        value = iar(vgic)
+        assert value == 5 | source << 10
+        eoir(vgic, value)
+        assert vif.maintenance() == more     # EOI maintenance brings the next source
+        vgic.kvm_vgic_sync_hwstate(0)
+    assert vgic.cpus[0].ap_list == []
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_level_spi_eoi_notifies_ack_with_spi_index(model):
+    vgic, _vm = make_vgic(model, 1)
+    guest_enable(vgic, 0)
+    seen = []
+
+    def notifier(spi):
+        held = _held_elsewhere(vgic)
+        seen.append((spi, held))
+
+    vgic.register_ack_notifier(notifier)
+    enable_spi(vgic, 45, edge=False)
+    vgic.kvm_vgic_inject_irq(None, 45, True, None)
+    vif = vgic.vcpu_if(0)
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert vif.layout.eoi.get(vif.lr[0])
+    eoir(vgic, iar(vgic))
+    assert G.MISR.EOI.get(vif.misr()) and seen == []
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert seen == [(13, False)]          # SPI index = INTID - 32, called outside the lock
+    # the line is still high: pending again at the next flush
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert vif.layout.state.get(vif.lr[0]) == G.LR_STATE_PENDING
+
+
+def _held_elsewhere(vgic) -> bool:
+    """Is the vGIC lock held (by anyone)? Probe from another thread."""
+    result = []
+
+    def probe():
+        got = vgic.lock._rlock.acquire(blocking=False)
+        if got:
+            vgic.lock._rlock.release()
+        result.append(not got)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_edge_reraised_while_active_is_active_and_pending(model):
+    vgic, vm = make_vgic(model, 1)
+    guest_enable(vgic, 0)
+    enable_spi(vgic, 40)
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)
+    vif = vgic.vcpu_if(0)
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert iar(vgic) == 40
+    kicks = vm.kicks()[0]
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)
+    assert vm.kicks()[0] == kicks + 1      # no maintenance will come: the vCPU is kicked
+    vgic.kvm_vgic_sync_hwstate(0)
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert vif.layout.state.get(vif.lr[0]) == G.LR_STATE_PENDING_ACTIVE
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_flush_of_empty_ap_list_and_prune_of_disabled(model):
+    vgic, _vm = make_vgic(model, 1)
+    guest_enable(vgic, 0)
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert vgic.vcpu_if(0).lr == [0] * 4 and vgic.cpus[0].used_lrs == 0
+    enable_spi(vgic, 40)
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)
+    vgic.dist_mmio_write(0, G.GICD_ICENABLER + 4, 4, 1 << 8)   # disabled while queued
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert vgic.cpus[0].ap_list == []
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert vgic.vcpu_if(0).lr == [0] * 4
+
+
+def test_unrouted_spi_is_not_queued():
+    """GICv3: an IROUTER naming no vCPU leaves the interrupt pending nowhere."""
+    vgic, _vm = make_vgic(V3, 2)
+    guest_enable(vgic, 0)
+    enable_spi(vgic, 40)
+    vgic.dist_mmio_write(0, G.GICD_IROUTER + 8 * 40, 8, 0x0505)
+    assert vgic.get_irq(None, 40).target_vcpu is None
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)
+    assert all(cpu.ap_list == [] for cpu in vgic.cpus)
+    vgic.dist_mmio_write(0, G.GICD_IROUTER + 8 * 40, 8, 1)   # vCPU 1 (MPIDR Aff0 = 1)
+    assert [irq.intid for irq in vgic.cpus[1].ap_list] == [40]
