@@ -25,6 +25,9 @@ RUNTIME_HDR := $(wildcard guests/runtime/*.h) guests/runtime/guest.ld
 GUESTS := $(patsubst guests/%/main.c,%,$(wildcard guests/*/main.c))
 GUEST_ELFS := $(patsubst %,$(BUILD)/%.elf,$(GUESTS))
 
+LINUX_DIR := build/linux
+LINUX_TOOL := ../shared/tools/make-linux-guest.sh
+
 .PHONY: install run test test-fast guests guests-qemu bench linux-guest clean
 
 install: $(STAMP) guests
@@ -51,7 +54,15 @@ guests-qemu: guests
 run: install
 	$(VENV)/bin/softkvm run --smp $(SMP) $(BUILD)/demo.elf
 
-test: install
+# The Linux guest (Debian arm64 kernel Image + busybox initramfs, ~60 MB of Debian packages),
+# assembled once and cached in build/linux.
+linux-guest: $(LINUX_DIR)/Image
+
+$(LINUX_DIR)/Image:
+	@test -f $(LINUX_TOOL) || { echo "missing $(LINUX_TOOL): the shared/ folder must sit beside this repository"; exit 1; }
+	bash $(LINUX_TOOL) $(LINUX_DIR)
+
+test: install linux-guest
 	$(VENV)/bin/pytest -q
 
 test-fast: install

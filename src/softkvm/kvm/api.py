@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import mmap
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from softkvm.arch import psci as P
@@ -22,6 +23,8 @@ from softkvm.kvm.arch_timer import ArchTimers
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
 from softkvm.kvm.stats import VcpuStats, VmStats
+from softkvm.kvm.vgic import vgic_irqfd
+from softkvm.kvm.vgic.vgic_irqfd import KvmIrqRoutingEntry
 
 SUPPORTED_CAPS = {
     uapi.KVM_CAP_USER_MEMORY: 1,
@@ -30,6 +33,8 @@ SUPPORTED_CAPS = {
     uapi.KVM_CAP_IMMEDIATE_EXIT: 1,
     uapi.KVM_CAP_ARM_USER_IRQ: 1,
     uapi.KVM_CAP_ARM_INJECT_EXT_DABT: 1,
+    uapi.KVM_CAP_IRQFD: 1,
+    uapi.KVM_CAP_IRQFD_RESAMPLE: 1,
     uapi.KVM_CAP_NR_VCPUS: 8,
     uapi.KVM_CAP_MAX_VCPUS: uapi.KVM_MAX_VCPUS,
 }
@@ -144,6 +149,23 @@ class Vm:
         """KVM_IRQ_LINE with the arm encoding (vcpu2, type, vcpu, id)."""
         irq_line.kvm_vm_ioctl_irq_line(self, irq, bool(level))
 
+    def irqfd(self, fd: int, gsi: int, resamplefd: int | None = None,
+              deassign: bool = False) -> None:
+        """KVM_IRQFD: eventfd ``fd`` injects GSI ``gsi`` (default routing: SPI 32 + gsi) as an
+        edge, or as a level lowered at guest EOI and reported on ``resamplefd``. Accepted before
+        the vGIC is initialised and applied then (softkvm.kvm.eventfd)."""
+        flags = (uapi.KVM_IRQFD_FLAG_DEASSIGN if deassign else 0) | (
+            uapi.KVM_IRQFD_FLAG_RESAMPLE if resamplefd is not None and not deassign else 0)
+        vgic_irqfd.kvm_irqfd(self, fd, gsi, flags, resamplefd)
+
+    def set_gsi_routing(self, entries: Sequence[KvmIrqRoutingEntry]) -> None:
+        """KVM_SET_GSI_ROUTING with irqchip entries (irqchip 0, pin -> SPI 32 + pin)."""
+        vgic_irqfd.kvm_set_gsi_routing(self, entries)
+
+    def irqfd_vgic_ready(self) -> None:
+        """The vGIC is initialised: install irqfds assigned before (idempotent)."""
+        vgic_irqfd.kvm_irqfd_vgic_ready(self)
+
     # --- lifetime -----------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
@@ -151,6 +173,7 @@ class Vm:
         if self.closed:
             return
         self.closed = True
+        vgic_irqfd.kvm_irqfd_release(self)
         for vcpu in self.vcpus:
             vcpu.interrupt()
         for vcpu in self.vcpus:

@@ -57,6 +57,16 @@ def test_create_errors():
     assert kvm_vgic_create(FakeVm(9), V3).max_vcpus == 512
 
 
+def test_vcpu_precreate_before_the_host_lists_it():
+    vm = FakeVm(1)
+    vgic = kvm_vgic_create(vm, V3)
+    vgic.kvm_vgic_vcpu_init(1)                 # KVM_CREATE_VCPU: the vGIC part comes first
+    assert len(vgic.cpus) == 2 and vgic.get_irq(1, 20) is None   # not a vCPU of the VM yet
+    vm._vcpus.append(type(vm._vcpus[0])(1, 1))
+    assert vgic.get_irq(1, 20).target_vcpu == 1
+    assert errno_of(vgic.vcpu_if, 5) == errno.EINVAL
+
+
 def test_vcpu_creation_after_init_is_refused():
     vm = FakeVm(1)
     vgic = kvm_vgic_create(vm, V2)

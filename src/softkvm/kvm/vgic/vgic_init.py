@@ -41,16 +41,16 @@ def _private_irqs(dist: Vgic, vcpu_id: int) -> list[VgicIrq]:
         else:
             irq.config = VGIC_CONFIG_LEVEL
         if dist.is_v2:
-            irq.targets = 1 << vcpu_id
+            irq.targets = 1 << vcpu_id   # what ITARGETSR0-7 read
         else:
-            irq.group = 1
-            irq.mpidr = dist.vcpu_mpidr(vcpu_id) & G.IROUTER_AFF210_MASK
+            irq.group = 1                # (no IROUTER for private INTIDs: mpidr stays unused)
         irqs.append(irq)
     return irqs
 
 
 def kvm_vgic_vcpu_init(dist: Vgic, vcpu_id: int) -> None:
-    """Create the vGIC state of every vCPU up to ``vcpu_id`` that does not have one yet."""
+    """Create the vGIC state of every vCPU up to ``vcpu_id`` that does not have one yet (it
+    may be called before the host lists the new vCPU, as KVM does at vCPU creation)."""
     while len(dist.cpus) <= vcpu_id:
         n = len(dist.cpus)
         vif = VcpuInterface(2 if dist.is_v2 else 3, dist.nr_lr,

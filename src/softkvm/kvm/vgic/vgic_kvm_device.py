@@ -68,6 +68,7 @@ def _fail(ret: int, message: str) -> None:
 
 
 def vgic_to_mpidr(attr_mpidr: int) -> int:
+    """The attribute's Aff3.Aff2.Aff1.Aff0 bytes as an MPIDR_EL1 value (kernel: VGIC_TO_MPIDR)."""
     value = 0
     for src, dst in zip(_ATTR_AFF, _MPIDR_AFF, strict=True):
         value = dst.put(value, src.get(attr_mpidr))
@@ -125,16 +126,19 @@ class VgicDevice:
         with self.vgic.lock:
             _fail(self._has_attr(group, attr), f"no attribute {attr:#x} in group {group}")
 
+    def _has_addr_attr(self, attr: int) -> int:
+        if attr in _REDIST_TYPES:
+            model = _V3
+        elif attr in _ADDR_TYPES:
+            model = _ADDR_TYPES[attr][0]
+        else:
+            return -errno.ENXIO
+        return 0 if model == self.vgic.model else -errno.ENXIO
+
     def _has_attr(self, group: int, attr: int) -> int:
         dist = self.vgic
         if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
-            if attr in _REDIST_TYPES:
-                model = _V3
-            elif attr in _ADDR_TYPES:
-                model = _ADDR_TYPES[attr][0]
-            else:
-                return -errno.ENXIO
-            return 0 if model == dist.model else -errno.ENXIO
+            return self._has_addr_attr(attr)
         if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
             return 0
         if group == uapi.KVM_DEV_ARM_VGIC_GRP_CTRL:
