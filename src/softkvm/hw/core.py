@@ -174,9 +174,6 @@ class Core:
         """Stop at the next block boundary (any thread). Never use emu_stop from outside."""
         self.state.kick = 1
 
-    def clear_kick(self) -> None:
-        self.state.kick = 0
-
     def run(self) -> CoreExit:
         """Run guest code until something the hypervisor must see happens."""
         st, raw = self.state, self.raw

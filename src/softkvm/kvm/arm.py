@@ -225,9 +225,10 @@ def _run_once(vcpu: Vcpu) -> int:
     _flush(vcpu)
     _apply_remote_flushes(vcpu)
     vcpu.in_guest = True
-    vcpu.core.clear_kick()
     # Re-checked after "entering guest mode", so a request or signal raised meanwhile either is
-    # seen here or kicks the core (it then stops at its first block).
+    # seen here or kicks the core (it then stops at its first block). A kick is never cleared
+    # here: one that lands while we are outside the guest (a preemption tick, the timer PPI)
+    # must still stop the next slice; a stale one costs a single empty exit.
     if vcpu.signal_pending or vcpu.requests or _user_irqchip_must_exit(vcpu):
         vcpu.in_guest = False
         _sync(vcpu)

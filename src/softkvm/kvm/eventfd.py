@@ -26,8 +26,10 @@ How KVM's mechanism maps here:
   injected for that irqfd. As ``irqfd_shutdown`` does, it consumes whatever count is left in the
   eventfd. The last irqfd of a resampler removes it and lowers the GSI.
 - The poller thread starts with the first registration and ends in :meth:`KvmIrqfds.release`
-  (``Vm.close``); resamplefds are duplicated at assignment (KVM holds its own reference: closing
-  only the resamplefd does not detach) and the duplicates are closed at shutdown.
+  (``Vm.close``). Both eventfds are duplicated at assignment, as KVM takes its own references
+  (``eventfd_ctx_fileget``): the counter is always read through our duplicate, so a number the
+  owner closed and reused is never read, and closing only the resamplefd does not detach. The
+  duplicates are closed at shutdown.
 
 Deliberate differences from KVM:
 
@@ -41,20 +43,22 @@ Deliberate differences from KVM:
    irqchip (a userspace-irqchip VM) assignment fails with KVM's errno for that case, EAGAIN.
 2. The GSI is checked at assignment (EINVAL when the routing cannot deliver it, e.g. beyond
    ``nr_spis`` with the default routing); KVM accepts any GSI and drops the injections.
-3. An eventfd closed by its owner while assigned is noticed as POLLNVAL (the userspace view of
-   KVM's EPOLLHUP) at the poller's next pass and detached then; an owner must not reuse the
-   number for another file before that (deassign first). Where the kernel exposes
-   ``eventfd-id`` in fdinfo, eventfds are compared by identity, as KVM compares ``eventfd_ctx``:
-   a duplicate descriptor of an assigned eventfd is EBUSY too, and a stale registration whose
-   number was reused is detached instead of blocking the new one.
-4. The irqfd's own descriptor is read by the poller only; the owner must not read it. It may be
-   blocking or not (reads happen only after a zero-timeout poll under the lock).
+3. Closing. KVM detaches an irqfd when the eventfd's last reference goes (EPOLLHUP). Here the
+   owner's *descriptor number* is what is polled: when the owner closes it while assigned, the
+   poller sees POLLNVAL at its next pass and detaches the irqfd (and if the number was reused
+   meanwhile, the first readiness of the other file that our duplicate does not share detaches
+   it too). Where the kernel exposes ``eventfd-id`` in fdinfo (pinned by our duplicate, so never
+   reused while assigned), eventfds are compared by identity as KVM compares ``eventfd_ctx``: a
+   second descriptor of an assigned eventfd is EBUSY too, and assigning a new eventfd that got
+   the number of a closed, not yet noticed one replaces that stale registration.
+4. The owner must not read the irqfd itself (it may be blocking or not: the poller reads only
+   after a zero-timeout poll under its lock).
 
-Locking: ``_config`` (a re-entrant mutex, like ``irqfds.resampler_lock``) serialises assign, deassign,
-installation, detach and release, and may be held while calling the irqchip. ``_lock`` guards
-the tables and is the only lock the EOI path (:meth:`kvm_notify_acked_gsi`, run by the vGIC on a
-vCPU thread outside the vGIC lock) takes; the irqchip is never called with ``_lock`` held, so the
-vGIC lock and ``_lock`` never nest. Nothing here takes ``Vm.lock``.
+Locking: ``_config`` (a re-entrant mutex, like ``irqfds.resampler_lock``) serialises assign,
+deassign, installation, detach and release, and may be held while calling the irqchip. ``_lock``
+guards the tables and is the only lock the EOI path (:meth:`KvmIrqfds.kvm_notify_acked_gsi`, run
+by the vGIC on a vCPU thread outside the vGIC lock) takes; the irqchip is never called with
+``_lock`` held, so the vGIC lock and ``_lock`` never nest. Nothing here takes ``Vm.lock``.
 """
 
 from __future__ import annotations
@@ -125,8 +129,9 @@ class IrqfdResampler:
 class KvmKernelIrqfd:
     """``struct kvm_kernel_irqfd``."""
 
-    fd: int                      # the owner's descriptor (polled and read in place)
+    fd: int                      # the owner's descriptor number (polled: readiness, close)
     gsi: int
+    ref: int                     # our duplicate of the eventfd (read through it; pins it)
     ident: int | None            # eventfd-id (fdinfo) when the kernel reports it
     resamplefd: int | None       # our duplicate of the owner's resamplefd
     state: IrqfdState = IrqfdState.PENDING
@@ -172,9 +177,10 @@ class KvmIrqfds:
 
     def kvm_irqfd(self, fd: int, gsi: int, flags: int = 0, resamplefd: int | None = None) -> None:
         """The ioctl: flags checked first, then deassign or assign."""
-        if flags & ~KVM_IRQFD_VALID_FLAGS:
-            raise KvmError(errno.EINVAL, f"unknown KVM_IRQFD flags {flags & ~KVM_IRQFD_VALID_FLAGS:#x}"
-                           " (valid: DEASSIGN 1, RESAMPLE 2)")
+        unknown = flags & ~KVM_IRQFD_VALID_FLAGS
+        if unknown:
+            raise KvmError(errno.EINVAL, f"unknown KVM_IRQFD flags {unknown:#x} (valid: "
+                           "DEASSIGN 1, RESAMPLE 2)")
         if flags & uapi.KVM_IRQFD_FLAG_DEASSIGN:
             self.deassign(fd, gsi)
         elif flags & uapi.KVM_IRQFD_FLAG_RESAMPLE:
@@ -193,7 +199,7 @@ class KvmIrqfds:
         with self._config:
             if self._released:
                 raise KvmError(errno.EBADF, "the VM is closed")
-            ident = eventfd_ident(fd, "irqfd")
+            ident = self._ident_or_purge(fd)
             if resamplefd is not None:
                 eventfd_ident(resamplefd, "resamplefd")
             reason = self._chip.check_gsi(gsi)
@@ -203,12 +209,12 @@ class KvmIrqfds:
                 stale = [i for i in self._items.values()
                          if i.fd == fd and not _same_eventfd(i, fd, ident)]
             for irqfd in stale:   # the number was closed and reused: that irqfd is gone
-                self._detach(irqfd)
+                self._detach(irqfd, closed=True)
             with self._lock:
                 if any(_same_eventfd(i, fd, ident) for i in self._items.values()):
                     raise KvmError(errno.EBUSY, f"eventfd {fd} is already assigned as an irqfd")
                 dup = os.dup(resamplefd) if resamplefd is not None else None
-                self._items[fd] = KvmKernelIrqfd(fd, gsi, ident, dup)
+                self._items[fd] = KvmKernelIrqfd(fd, gsi, os.dup(fd), ident, dup)
                 self._gen += 1
             self._start_poller()
             if self._chip.initialized():
@@ -221,20 +227,24 @@ class KvmIrqfds:
         of them can inject any more. A descriptor closed meanwhile is EBADF (as KVM), after
         dropping what it left behind (KVM would have detached it at close)."""
         with self._config:
-            try:
-                ident = eventfd_ident(fd, "irqfd")
-            except KvmError as err:
-                if err.errno == errno.EBADF:
-                    with self._lock:
-                        gone = [i for i in self._items.values() if i.fd == fd]
-                    for irqfd in gone:
-                        self._detach(irqfd)
-                raise
+            ident = self._ident_or_purge(fd)
             with self._lock:
                 victims = [i for i in self._items.values()
                            if i.gsi == gsi and _same_eventfd(i, fd, ident)]
             for irqfd in victims:
                 self._shutdown(irqfd, drain=True)
+
+    def _ident_or_purge(self, fd: int) -> int | None:
+        """(config held) ``eventfd_ident``; a number that is no eventfd any more cannot be
+        the one we registered: drop that registration (the owner closed it) and fail."""
+        try:
+            return eventfd_ident(fd, "irqfd")
+        except KvmError:
+            with self._lock:
+                gone = [i for i in self._items.values() if i.fd == fd]
+            for irqfd in gone:
+                self._detach(irqfd, closed=True)
+            raise
 
     # --- installation (the vGIC became initialised) ---------------------------------------
 
@@ -269,45 +279,37 @@ class KvmIrqfds:
 
     # --- injection --------------------------------------------------------------------------
 
-    def _handle(self, irqfd: KvmKernelIrqfd) -> None:
-        """Consume the counter if the eventfd is readable, then inject (outside ``_lock``);
-        detach it if its descriptor was closed."""
+    def _handle(self, irqfd: KvmKernelIrqfd, revents: int = 0) -> None:
+        """Consume the counter if the eventfd is readable and inject (outside ``_lock``).
+        ``revents`` is what the poller saw on the owner's number: closed -> detach; readable
+        while our eventfd is not -> the number is another file now -> detach."""
         with self._lock:
             if irqfd.state is not IrqfdState.ACTIVE:
                 return
-            revents = poll_now(irqfd.fd)
-            count = 0
-            if revents & select.POLLIN and not revents & select.POLLNVAL:
-                try:
-                    count = os.eventfd_read(irqfd.fd)
-                except BlockingIOError:
-                    return
-                except OSError:
-                    revents |= select.POLLNVAL
-            closed = bool(revents & _CLOSED) and not count
+            count = _read_if_ready(irqfd.ref)
             if count:
                 irqfd.inflight += 1
-        if closed:
+                self.stats.inject += 1
+                self.stats.coalesced += count - 1
+        if count:
+            try:
+                self._inject(irqfd)
+            finally:
+                with self._lock:
+                    irqfd.inflight -= 1
+                    self._idle.notify_all()
+        if revents & _CLOSED or (revents & select.POLLIN and not count
+                                 and not _still_names(irqfd)):
             self._detach(irqfd, closed=True)
-            return
-        if not count:
-            return
-        try:
-            self._inject(irqfd, count)
-        finally:
-            with self._lock:
-                irqfd.inflight -= 1
-                self._idle.notify_all()
 
-    def _inject(self, irqfd: KvmKernelIrqfd, count: int) -> None:
+    def _inject(self, irqfd: KvmKernelIrqfd) -> None:
         """``irqfd_inject``: a pulse, or a raised level for a resample irqfd."""
-        self.stats.inject += 1
-        self.stats.coalesced += count - 1
         ret = self._chip.set_irq(irqfd.gsi, True)
         if irqfd.resampler is None:
             self._chip.set_irq(irqfd.gsi, False)
         if ret < 0:
-            self.stats.dropped += 1
+            with self._lock:
+                self.stats.dropped += 1
 
     # --- EOI -> resample ----------------------------------------------------------------------
 
@@ -346,6 +348,8 @@ class KvmIrqfds:
         in-flight injections, leave the resampler (the last one lowers the GSI), drain the
         counter (``eventfd_ctx_remove_wait_queue``), close our resamplefd duplicate."""
         with self._lock:
+            if irqfd.state is IrqfdState.DEAD:
+                return
             if self._items.get(irqfd.fd) is irqfd:
                 del self._items[irqfd.fd]
             irqfd.state = IrqfdState.DEAD
@@ -360,11 +364,9 @@ class KvmIrqfds:
                     del self._resamplers[resampler.gsi]
                     last = True
             no_more_resamplers = last and not self._resamplers
-            if drain and poll_now(irqfd.fd) & select.POLLIN:
-                try:
-                    os.eventfd_read(irqfd.fd)
-                except OSError:
-                    pass
+            if drain:
+                _read_if_ready(irqfd.ref)
+            os.close(irqfd.ref)
             dup, irqfd.resamplefd = irqfd.resamplefd, None
             if dup is not None:
                 os.close(dup)
@@ -444,7 +446,7 @@ class KvmIrqfds:
 
     def _event(self, irqfd: KvmKernelIrqfd, revents: int) -> None:
         if irqfd.state is IrqfdState.ACTIVE:
-            self._handle(irqfd)
+            self._handle(irqfd, revents)
         elif irqfd.state is IrqfdState.PENDING:
             if revents & _CLOSED:
                 self._detach(irqfd, closed=True)
@@ -497,6 +499,15 @@ def eventfd_ident(fd: int, what: str) -> int | None:
     return None
 
 
+def _still_names(irqfd: KvmKernelIrqfd) -> bool:
+    """Does the owner's number still name our eventfd (as far as the kernel lets us tell)?"""
+    try:
+        ident = eventfd_ident(irqfd.fd, "irqfd")
+    except KvmError:
+        return False
+    return ident is None or irqfd.ident is None or ident == irqfd.ident
+
+
 def _same_eventfd(irqfd: KvmKernelIrqfd, fd: int, ident: int | None) -> bool:
     if irqfd.ident is not None and ident is not None:
         return irqfd.ident == ident
@@ -509,6 +520,16 @@ def poll_now(fd: int) -> int:
     poller.register(fd, select.POLLIN)
     ready = poller.poll(0)
     return ready[0][1] if ready else 0
+
+
+def _read_if_ready(fd: int) -> int:
+    """Consume an eventfd's counter if it is readable (never blocks); 0 if not."""
+    if not poll_now(fd) & select.POLLIN:
+        return 0
+    try:
+        return os.eventfd_read(fd)
+    except OSError:
+        return 0
 
 
 def _drain(fd: int) -> None:

@@ -177,7 +177,8 @@ class VgicIrqRouting:
 def _check_entry(entry: KvmIrqRoutingEntry) -> None:
     """``setup_routing_entry`` + arm's ``kvm_set_routing_entry``."""
     if not 0 <= entry.gsi < KVM_MAX_IRQ_ROUTES:
-        raise KvmError(errno.EINVAL, f"GSI {entry.gsi} is out of range (0..{KVM_MAX_IRQ_ROUTES - 1})")
+        raise KvmError(errno.EINVAL, f"GSI {entry.gsi} is out of range "
+                       f"(0..{KVM_MAX_IRQ_ROUTES - 1})")
     if entry.type == KVM_IRQ_ROUTING_MSI:
         raise KvmError(errno.EINVAL, "MSI routes need an ITS, which softkvm does not model")
     if entry.type != KVM_IRQ_ROUTING_IRQCHIP:
@@ -187,7 +188,8 @@ def _check_entry(entry: KvmIrqRoutingEntry) -> None:
     if not 0 <= entry.irqchip < KVM_NR_IRQCHIPS:
         raise KvmError(errno.EINVAL, f"irqchip {entry.irqchip}: arm has only irqchip 0")
     if not 0 <= entry.pin < KVM_IRQCHIP_NUM_PINS:
-        raise KvmError(errno.EINVAL, f"pin {entry.pin} is out of range (0..{KVM_IRQCHIP_NUM_PINS - 1})")
+        raise KvmError(errno.EINVAL, f"pin {entry.pin} is out of range "
+                       f"(0..{KVM_IRQCHIP_NUM_PINS - 1})")
 
 
 # --- the VM's entry points (kvm_main.c: KVM_IRQFD, KVM_SET_GSI_ROUTING; kvm_irqfd_release) -----

@@ -43,8 +43,7 @@ class EventfdDevice:
 
     def __init__(self, irqfd: int, resamplefd: int | None = None, *, window: int | None = None,
                  name: str = "eventfd-device") -> None:
-        if window is not None and window < 1:
-            raise ValueError("window must be at least 1 (or None for no limit)")
+        _check_window(window)
         self.irqfd = irqfd
         self.resamplefd = resamplefd
         self.window = window
@@ -64,6 +63,7 @@ class EventfdDevice:
     def create(cls, level: bool = False, *, window: int | None = None,
                name: str = "eventfd-device") -> EventfdDevice:
         """A device with eventfds of its own (non-blocking, close-on-exec; closed by close())."""
+        _check_window(window)
         flags = os.EFD_NONBLOCK | os.EFD_CLOEXEC
         irqfd = os.eventfd(0, flags)
         resamplefd = os.eventfd(0, flags) if level else None
@@ -205,6 +205,11 @@ class EventfdDevice:
                 count -= 1
             self.stats.spurious += count
             self._changed.notify_all()
+
+
+def _check_window(window: int | None) -> None:
+    if window is not None and window < 1:
+        raise ValueError("window must be at least 1 (or None for no limit)")
 
 
 def _read(fd: int) -> int:

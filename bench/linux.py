@@ -1,0 +1,93 @@
+"""Linux boot time: softkvm in each irqchip mode against QEMU TCG, same kernel and command line.
+
+Wall seconds from process start to the guest's LINUXGUEST-MARKER line and to process exit, the
+median of a few runs; softkvm's exits by reason come from ``--stats``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.micro import Result
+
+ROOT = Path(__file__).resolve().parents[1]
+LINUX = ROOT / "build" / "linux"
+APPEND = "console=ttyAMA0 panic=-1"
+MODES = [("v3", "kernel"), ("v2", "kernel"), ("v2", "user")]
+RUNS = 3
+
+
+def _timed(cmd: list[str]) -> tuple[float, float, str, str]:
+    """(seconds to the marker, seconds to exit, console, stderr)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    marker, out = float("nan"), bytearray()
+    assert proc.stdout is not None
+    while chunk := proc.stdout.read1(4096):
+        out += chunk
+        if marker != marker and b"LINUXGUEST-MARKER" in out:
+            marker = time.monotonic() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.wait()
+    return marker, time.monotonic() - start, out.decode(errors="replace"), err
+
+
+def softkvm_cmd(gic: str, irqchip: str, smp: int) -> list[str]:
+    return [sys.executable, "-m", "softkvm", "run", "--stats", "-m", "512M", "--smp", str(smp),
+            "--gic", gic, "--irqchip", irqchip, "--timeout", "300", "--kernel", str(LINUX / "Image"),
+            "--initrd", str(LINUX / "initramfs.cpio.gz"), "--append", APPEND]
+
+
+def qemu_cmd(gic: str, smp: int) -> list[str] | None:
+    qemu = shutil.which("qemu-system-aarch64")
+    if qemu is None:
+        return None
+    return [qemu, "-M", f"virt,gic-version={gic[1]}", "-cpu", "cortex-a72", "-accel", "tcg",
+            "-smp", str(smp), "-m", "512M", "-nographic", "-no-reboot", "-kernel",
+            str(LINUX / "Image"), "-initrd", str(LINUX / "initramfs.cpio.gz"), "-append", APPEND]
+
+
+def exits_by_reason(stats: str) -> str:
+    wanted = ("exits", "hvc_exit_stat", "wfi_exit_stat", "mmio_exit_user", "mmio_exit_kernel",
+              "irq_exits", "signal_exits", "sysreg_traps", "exceptions_reflected", "preemptions")
+    rows = []
+    for line in stats.splitlines():
+        parts = line.split()
+        if parts and parts[0] in wanted:
+            rows.append(f"{parts[0]}={'+'.join(parts[1:])}")
+    return ", ".join(rows)
+
+
+def boot_times(smp: int = 1) -> list[Result]:
+    if not (LINUX / "Image").exists():
+        return [Result("linux boot", float("nan"), "s", "build/linux missing: make linux-guest")]
+    results = []
+    qemu_exit = {}
+    for gic in ("v3", "v2"):
+        cmd = qemu_cmd(gic, smp)
+        if cmd is None:
+            continue
+        runs = [_timed(cmd) for _ in range(RUNS)]
+        marker = statistics.median(r[0] for r in runs)
+        done = statistics.median(r[1] for r in runs)
+        qemu_exit[gic] = done
+        results += [Result(f"linux smp{smp} QEMU TCG gic{gic}: to marker", marker, "s"),
+                    Result(f"linux smp{smp} QEMU TCG gic{gic}: to exit", done, "s")]
+    for gic, irqchip in MODES:
+        runs = [_timed(softkvm_cmd(gic, irqchip, smp)) for _ in range(RUNS)]
+        marker = statistics.median(r[0] for r in runs)
+        done = statistics.median(r[1] for r in runs)
+        name = f"linux smp{smp} softkvm {gic}-{irqchip}"
+        results += [Result(f"{name}: to marker", marker, "s"),
+                    Result(f"{name}: to exit", done, "s", exits_by_reason(runs[-1][3]))]
+        if gic in qemu_exit:
+            results.append(Result(f"{name}: ratio to QEMU TCG (exit)", done / qemu_exit[gic], "x",
+                                  "goal <= 1.2"))
+    return results
