@@ -105,10 +105,8 @@ def test_level_events_raised_while_asserted_wait_for_the_resample(devices):
 def test_level_resample_while_deasserted_is_spurious(devices):
     device = devices(level=True)
     os.eventfd_write(device.resamplefd, 1)             # e.g. another device's EOI on the GSI
-    assert device.wait_idle(DEADLINE)
-    with device._changed:
-        assert device._changed.wait_for(lambda: device.stats.resamples == 1, DEADLINE)
-    assert device.stats.spurious == 1 and device.stats.signals == 0
+    assert device.wait_until(lambda stats: stats.resamples == 1, DEADLINE)
+    assert device.stats.spurious == 1 and device.stats.signals == 0 and device.idle()
     assert not readable(device.irqfd)
 
 
@@ -117,9 +115,8 @@ def test_given_descriptors_are_left_open_and_own_ones_closed():
     try:
         with EventfdDevice(irqfd, resamplefd) as device:
             device.raise_events(1)
-            assert take(irqfd) == 1
-            thread = device._thread
-        assert not thread.is_alive()
+            assert take(irqfd) == 1 and device.running
+        assert not device.running
         os.fstat(irqfd)                                # still ours
         os.fstat(resamplefd)
     finally:

@@ -26,9 +26,9 @@ How KVM's mechanism maps here:
   injected for that irqfd. As ``irqfd_shutdown`` does, it consumes whatever count is left in the
   eventfd. The last irqfd of a resampler removes it and lowers the GSI.
 - The poller thread starts with the first registration and ends in :meth:`KvmIrqfds.release`
-  (``Vm.close``). Both eventfds are duplicated at assignment, as KVM takes its own references
-  (``eventfd_ctx_fileget``): the counter is always read through our duplicate, so a number the
-  owner closed and reused is never read, and closing only the resamplefd does not detach. The
+  (``Vm.close``). Both eventfds are duplicated at assignment (KVM keeps ``eventfd_ctx``
+  references): the counter is always read through our duplicate, so a number the owner closed
+  and reused is never read, and closing only the resamplefd does not detach, as in KVM. The
   duplicates are closed at shutdown.
 
 Deliberate differences from KVM:
@@ -346,7 +346,7 @@ class KvmIrqfds:
     def _shutdown(self, irqfd: KvmKernelIrqfd, drain: bool) -> None:
         """(config held) ``irqfd_deactivate`` + ``irqfd_shutdown``: out of the table, wait for
         in-flight injections, leave the resampler (the last one lowers the GSI), drain the
-        counter (``eventfd_ctx_remove_wait_queue``), close our resamplefd duplicate."""
+        counter (``eventfd_ctx_remove_wait_queue``), close our duplicates."""
         with self._lock:
             if irqfd.state is IrqfdState.DEAD:
                 return

@@ -42,6 +42,10 @@ class VgicHost:
     def has_run(self) -> bool:
         return self._vm.has_run
 
+    def vgic_initialized(self) -> None:
+        """Registrations and signals kept from before init are delivered now."""
+        self._vm.irqfd_vgic_ready()
+
 
 def create_vgic_device(vm: Vm, dev_type: int) -> VgicDevice:
     """KVM_CREATE_DEVICE for a vGIC: one per VM, before any vCPU has run."""

@@ -48,6 +48,7 @@ class Machine:
         return self.runner.run(self.config.timeout)
 
     def close(self) -> None:
+        self.irqchip.close()  # deassigns its irqfds: the VM must still be there
         self.vm.close()
         self.memory.close()
 
@@ -69,7 +70,7 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
         irqchip = kernel_irqchip.create(vm, layout)
     else:
         irqchip = user_irqchip.create(vm, layout, bus, runner)
-    uart = Pl011(irq=irqchip.spi_line(layout.uart_intid),
+    uart = Pl011(irq=irqchip.level_line(layout.uart_intid),
                  write=console.writer(config.console_out))
     bus.add(layout.uart.base, layout.uart.size, uart, "pl011")
     boot = loader.load(memory, config.kernel, initrd=config.initrd,

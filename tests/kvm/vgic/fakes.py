@@ -48,6 +48,9 @@ class FakeVm:
     def has_run(self) -> bool:
         return self.ran
 
+    def vgic_initialized(self) -> None:
+        self.initialized_calls = getattr(self, "initialized_calls", 0) + 1
+
     def kicks(self) -> list[int]:
         return [v.kicks for v in self._vcpus]
 

@@ -81,6 +81,9 @@ class VgicVmHost(Protocol):
     def has_run(self) -> bool:
         """Has any vCPU entered the guest (KVM's -EBUSY rules)?"""
 
+    def vgic_initialized(self) -> None:
+        """The vGIC just became initialised (CTRL_INIT or lazy v2 init); called unlocked."""
+
 
 AckNotifier = Callable[[int], None]   # (SPI index = INTID - 32), on guest EOI of a level SPI
 

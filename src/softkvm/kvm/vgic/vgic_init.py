@@ -90,6 +90,7 @@ def vgic_init(dist: Vgic) -> int:
     if not dist.implementation_rev:
         dist.implementation_rev = KVM_VGIC_IMP_REV_LATEST
     dist.initialized = True
+    dist.lock.defer_call(dist.vm.vgic_initialized)  # outside the lock: irqfds installed now
     return 0
 
 

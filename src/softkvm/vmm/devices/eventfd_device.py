@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -118,8 +119,16 @@ class EventfdDevice:
 
     def wait_signals(self, count: int, timeout: float) -> bool:
         """Wait until the irqfd has been written ``count`` times in all."""
+        return self.wait_until(lambda stats: stats.signals >= count, timeout)
+
+    def wait_until(self, predicate: Callable[[EventfdDeviceStats], bool], timeout: float) -> bool:
+        """Wait until ``predicate(stats)`` holds (checked at every change of the device)."""
         with self._changed:
-            return self._changed.wait_for(lambda: self.stats.signals >= count, timeout)
+            return self._changed.wait_for(lambda: predicate(self.stats), timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:

@@ -24,6 +24,13 @@ class UserIrqChip:
     def spi_line(self, intid: int) -> SpiLine:
         return self.gic.spi_line(intid)
 
+    def level_line(self, intid: int) -> SpiLine:
+        """The GIC's own input: level semantics are the model's."""
+        return self.gic.spi_line(intid)
+
+    def close(self) -> None:
+        pass
+
 
 def create(vm: Vm, layout: VirtLayout, bus: Bus, runner: Runner) -> UserIrqChip:
     gic = UserGic(len(vm.vcpus), VmCpuLines(vm), nr_irqs=256)
