@@ -277,3 +277,17 @@ int fdt_find_compatible(const char *compat)
 	}
 	return -1;
 }
+
+int fdt_irq_intid(int node, unsigned index)
+{
+	int len;
+	const uint8_t *p = fdt_getprop(node, "interrupts", &len);
+	if (!p || len < (int)(12 * (index + 1)))
+		return -1;
+	uint32_t type = be32(p + 12 * index), num = be32(p + 12 * index + 4);
+	if (type == 0)
+		return (int)(num + 32);
+	if (type == 1)
+		return (int)(num + 16);
+	return -1;
+}

@@ -362,3 +362,50 @@ int bootarg_present(const char *word)
 	}
 	return 0;
 }
+
+uint64_t bootarg_uint(const char *key, uint64_t dflt)
+{
+	const char *s = fdt_bootargs();
+	uint64_t n = strlen(key);
+	while (*s) {
+		while (*s == ' ')
+			s++;
+		uint64_t len = 0;
+		while (s[len] && s[len] != ' ')
+			len++;
+		if (len > n + 1 && strncmp(s, key, n) == 0 && s[n] == '=') {
+			const char *p = s + n + 1, *end = s + len;
+			unsigned base = 10;
+			uint64_t v = 0;
+			if (end - p > 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+				base = 16;
+				p += 2;
+			}
+			for (; p < end; p++) {
+				unsigned d;
+				if (*p >= '0' && *p <= '9')
+					d = (unsigned)(*p - '0');
+				else if (base == 16 && *p >= 'a' && *p <= 'f')
+					d = (unsigned)(*p - 'a' + 10);
+				else if (base == 16 && *p >= 'A' && *p <= 'F')
+					d = (unsigned)(*p - 'A' + 10);
+				else
+					return dflt;
+				v = v * base + d;
+			}
+			return v;
+		}
+		s += len;
+	}
+	return dflt;
+}
+
+/* ---- misc ----------------------------------------------------------------------------- */
+void delay_us(uint64_t us)
+{
+	uint64_t end = counter_now() + ticks_from_us(us);
+	while (counter_now() < end)
+		cpu_relax();
+}
+
+int rt_is_qemu(void) { return fdt_find_compatible("qemu,fw-cfg-mmio") >= 0; }

@@ -267,5 +267,21 @@ void *memcpy(void *d, const void *s, uint64_t n);
 int memcmp(const void *a, const void *b, uint64_t n);
 /* Is `word` one of the space-separated words of /chosen/bootargs? */
 int bootarg_present(const char *word);
+/* Value N of a bootargs word "key=N" (decimal, or hex with 0x); dflt if absent/malformed. */
+uint64_t bootarg_uint(const char *key, uint64_t dflt);
+
+/* ---- misc ----------------------------------------------------------------------------- */
+/* Busy-waits (YIELD loop on the counter). */
+void delay_us(uint64_t us);
+static inline void delay_ms(uint64_t ms) { delay_us(ms * 1000); }
+/* The machine is QEMU (its DT has the "qemu,fw-cfg-mmio" node, which softkvm's has not).
+ * Only for tolerating documented QEMU deviations from KVM, with a NOTE. */
+int rt_is_qemu(void);
+/* INTID of entry `index` of a node's "interrupts" (3 cells: type 0 SPI / 1 PPI, number,
+ * flags); -1 if absent. */
+int fdt_irq_intid(int node, unsigned index);
+
+#include "gic.h"
+#include "timer.h"
 
 #endif

@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from softkvm.vmm.builder import build
+from softkvm.vmm.builder import Machine, build
 from softkvm.vmm.config import VmConfig
 from softkvm.vmm.runner import RunResult
+from tests.support.console import LineConsole
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = ROOT / "build" / "guests"
@@ -48,13 +50,22 @@ def guest_image(name: str) -> Path:
     return path
 
 
-def run_guest(name: str, smp: int = 1, **options: object) -> GuestRun:
-    out = io.BytesIO()
-    config = VmConfig(kernel=guest_image(name), smp=smp, console_out=out,
+def run_guest(name: str, smp: int = 1, *, console: LineConsole | None = None,
+              before_run: Callable[[Machine], None] | None = None,
+              **options: object) -> GuestRun:
+    """Boot ``build/guests/<name>.elf``; ``console`` reacts to its lines, ``before_run`` gets
+    the built machine (e.g. to attach devices) before the first vCPU runs."""
+    out = io.BytesIO() if console is None else console
+    config = VmConfig(kernel=guest_image(name), smp=smp, console_out=out,  # type: ignore[arg-type]
                       timeout=GUEST_TIMEOUT, **options)  # type: ignore[arg-type]
     machine = build(config)
     try:
+        if before_run is not None:
+            before_run(machine)
         result = machine.run()
     finally:
         machine.close()
-    return GuestRun(result, out.getvalue().decode(errors="replace"))
+    if console is None:
+        return GuestRun(result, out.getvalue().decode(errors="replace"))  # type: ignore[union-attr]
+    console.finish()
+    return GuestRun(result, console.text)

@@ -258,8 +258,9 @@ class ArchTimers:
                 continue
             cpu.ppi_fired[ctx.index] = False
             if self.should_fire(vcpu, ctx):
-                if not ctx.level:
-                    self.update_irq(vcpu, ctx, True)
+                # Always inject, even if ctx.level is already high: the vGIC cleared the mapped
+                # line when it queued the last expiry, so this is a new rising edge for it.
+                self.update_irq(vcpu, ctx, True)
                 self._set_phys_active(vcpu, ctx.index, True)  # the forwarded PPI stays active
         self.irq.rearm(vcpu)
 

@@ -64,6 +64,24 @@ def test_level_unchanged_and_edge_zero_are_no_ops(model):
     assert not vgic.get_irq(None, 41).pending_latch
 
 
+@pytest.mark.parametrize("model", [V2, V3])
+def test_a_high_line_stays_pending_when_the_guest_makes_it_level(model):
+    """The input wire is remembered whatever the trigger: a level asserted while the SPI was
+    still edge (its reset state) is pending once the guest configures it level — even after
+    the guest cleared the edge latch — and not once the line has dropped."""
+    vgic, _vm = make_vgic(model, 1)
+    guest_enable(vgic, 0)
+    assert vgic.kvm_vgic_inject_irq(None, 40, True, None) == 0    # SPIs reset edge
+    assert vgic.kvm_vgic_inject_irq(None, 41, True, None) == 0
+    assert vgic.kvm_vgic_inject_irq(None, 41, False, None) == 0   # a pulse: the wire is low
+    for intid in (40, 41):
+        vgic.dist_mmio_write(0, G.GICD_ICPENDR + 4, 4, 1 << (intid - 32))
+        enable_spi(vgic, intid, edge=False)
+    assert vgic.get_irq(None, 40).line_level and 40 in [i.intid for i in vgic.cpus[0].ap_list]
+    assert not vgic.get_irq(None, 41).line_level
+    assert 41 not in [i.intid for i in vgic.cpus[0].ap_list]
+
+
 def test_v3_before_init_is_busy_and_v2_initialises_lazily():
     v3 = kvm_vgic_create(FakeVm(1), V3)
     assert v3.kvm_vgic_inject_irq(None, 40, True, None) == EBUSY

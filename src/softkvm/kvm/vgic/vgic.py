@@ -261,9 +261,13 @@ class Vgic:
                 if irq.line_level == level:
                     return 0
                 irq.line_level = level
-            elif not level:
-                return 0   # an edge is a 0->1 event; lowering it is nothing
             else:
+                # The wire's state is kept for edge interrupts too (KVM keeps it only for level
+                # ones): a guest that reconfigures a high line to level sees it pending, so a
+                # level asserted before the guest set its trigger (before vGIC init) is not lost.
+                irq.line_level = level
+                if not level:
+                    return 0   # an edge is a 0->1 event; lowering it is nothing
                 irq.pending_latch = True
             self.queue_irq(irq)
             return 0

@@ -387,4 +387,9 @@ def write_config(dist: Vgic, vcpu: int, intid: int, size: int, value: int) -> No
     for i, irq in irqs_at(dist, vcpu, intid, size * 4):
         if irq.intid < G.NR_PRIVATE_IRQS:
             continue   # SGIs are edge by definition; the timer needs PPIs level: read-only
-        irq.config = VGIC_CONFIG_EDGE if value >> (2 * i + 1) & 1 else VGIC_CONFIG_LEVEL
+        config = VGIC_CONFIG_EDGE if value >> (2 * i + 1) & 1 else VGIC_CONFIG_LEVEL
+        if config == irq.config:
+            continue
+        irq.config = config
+        if config == VGIC_CONFIG_LEVEL and irq.line_level:
+            dist.queue_irq(irq)   # the line is high: pending from now on
