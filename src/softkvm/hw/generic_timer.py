@@ -9,6 +9,10 @@ masked while KVM leaves it active (``phys_active``), so an asserted level does n
 One watcher thread per VM plays that PPI: it sleeps until the earliest unmasked deadline of the
 loaded vCPUs, or until the shim's eventfd says a guest reprogrammed a timer, and then calls
 ``on_fire(key, timer)`` once per expiry (until ``rearm`` says the hypervisor has seen it).
+
+vcpu_load/put, masking and re-arming happen on every exit, so they wake the watcher only when
+it would otherwise sleep past a deadline they expose: a wake-up costs a thread switch and a
+round of GIL hand-offs, while a deadline that disappears merely makes the next scan find nothing.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ class TimerIrq:
         self._watched: dict[object, _Watched] = {}
         self._wake_r, self._wake_w = os.pipe()
         self._stopped = False
+        self._wake_at: int | None = None   # when the watcher's current sleep ends (None: never)
         self.fires = 0
+        self.pokes = 0
         self._thread = threading.Thread(target=self._loop, name="softkvm-timer-ppi", daemon=True)
         self._thread.start()
 
@@ -67,6 +73,7 @@ class TimerIrq:
         state.notify_fd = fd
         with self._lock:
             self._watched[key] = _Watched(state, fd)
+        self._poke()   # the watcher must listen to the new eventfd
 
     def load(self, key: object) -> None:
         """The vCPU's timers are live in the hardware from now on (vcpu_load)."""
@@ -83,7 +90,9 @@ class TimerIrq:
                 return
             watched.loaded = loaded
             watched.fired = [False, False]
-        self._poke()
+            wake = loaded and self._sooner_locked(watched)
+        if wake:
+            self._poke()
 
     def set_masked(self, key: object, timer: int, masked: bool) -> None:
         """Leave the PPI active (masked) while KVM forwards a high level, or release it."""
@@ -92,7 +101,9 @@ class TimerIrq:
             if watched is None or watched.masked[timer] == masked:
                 return
             watched.masked[timer] = masked
-        self._poke()
+            wake = not masked and watched.loaded and self._sooner_locked(watched)
+        if wake:
+            self._poke()
 
     def rearm(self, key: object) -> None:
         """The hypervisor has handled the last expiry: watch again for the next one."""
@@ -101,7 +112,19 @@ class TimerIrq:
             if watched is None or not any(watched.fired):
                 return
             watched.fired = [False, False]
-        self._poke()
+            wake = watched.loaded and self._sooner_locked(watched)
+        if wake:
+            self._poke()
+
+    def _sooner_locked(self, watched: _Watched) -> bool:
+        """Whether ``watched`` has a live deadline before the watcher's planned wake-up."""
+        for timer in (VTIMER, PTIMER):
+            if watched.masked[timer] or watched.fired[timer]:
+                continue
+            when = deadline_ns(watched.state, timer)
+            if when is not None and (self._wake_at is None or when < self._wake_at):
+                return True
+        return False
 
     def stop(self) -> None:
         self._stopped = True
@@ -115,6 +138,7 @@ class TimerIrq:
         os.close(self._wake_w)
 
     def _poke(self) -> None:
+        self.pokes += 1
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -127,7 +151,9 @@ class TimerIrq:
                 self.fires += 1
                 self._on_fire(key, timer)
             with self._lock:
-                fds = [w.fd for w in self._watched.values() if w.loaded]
+                # Every vCPU's eventfd, loaded or not: a load need not wake the watcher, so the
+                # guest's first timer write after it must.
+                fds = [w.fd for w in self._watched.values()]
             ready, _, _ = select.select([self._wake_r, *fds], [], [], timeout)
             for fd in ready:
                 try:
@@ -154,5 +180,8 @@ class TimerIrq:
                         due.append((key, timer))
                     elif earliest is None or when < earliest:
                         earliest = when
+            # Under the lock, so that a load/unmask/rearm after this scan sees where the sleep
+            # ends and pokes if it exposes an earlier deadline.
+            self._wake_at = earliest
         timeout = None if earliest is None else max(0.0, (earliest - now) / 1e9)
         return due, timeout
