@@ -83,6 +83,11 @@ class TimerIrq:
         """The vCPU's timers are the hypervisor's again (vcpu_put): no PPI for them."""
         self._set_loaded(key, False)
 
+    @property
+    def wake_at_ns(self) -> int | None:
+        """When the watcher's current sleep ends (None: it waits for a poke or an eventfd)."""
+        return self._wake_at
+
     def _set_loaded(self, key: object, loaded: bool) -> None:
         with self._lock:
             watched = self._watched.get(key)

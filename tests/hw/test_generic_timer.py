@@ -1,0 +1,108 @@
+"""The host timer PPI watcher: fires once per expiry of a loaded, unmasked timer, and is woken
+by load/unmask/re-arm only when they expose a deadline earlier than its planned wake-up."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from softkvm.hw.clock import NS_PER_TICK, monotonic_ns
+from softkvm.hw.generic_timer import CTL_ENABLE, CTL_IMASK, PTIMER, VTIMER, TimerIrq
+from softkvm.hw.native import SkvmVcpu
+
+DEADLINE = 30.0   # generous: only a bug waits this long
+
+
+def ticks_in(ms: float) -> int:
+    return (monotonic_ns() + int(ms * 1e6)) // NS_PER_TICK
+
+
+@pytest.fixture
+def watcher():
+    fired: list[tuple[object, int]] = []
+    event = threading.Event()
+
+    def on_fire(key: object, timer: int) -> None:
+        fired.append((key, timer))
+        event.set()
+
+    irq = TimerIrq(on_fire)
+    yield irq, fired, event
+    irq.stop()
+
+
+def wait_for(predicate) -> None:
+    end = time.monotonic() + DEADLINE
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.001)
+
+
+def arm(state: SkvmVcpu, timer: int, cval: int, ctl: int = CTL_ENABLE) -> None:
+    state.timer[timer].cval = cval
+    state.timer[timer].ctl = ctl
+
+
+def test_loaded_unmasked_timer_fires_once_until_rearmed(watcher):
+    irq, fired, event = watcher
+    state = SkvmVcpu()
+    irq.register("v0", state)
+    arm(state, VTIMER, 0)          # long expired (cntvoff 0)
+    irq.load("v0")
+    assert event.wait(DEADLINE)
+    assert fired == [("v0", VTIMER)]
+    event.clear()
+    assert not event.wait(0.2)     # level still high, not re-armed: no second fire
+    irq.rearm("v0")
+    assert event.wait(DEADLINE) and fired == [("v0", VTIMER)] * 2
+
+
+def test_masked_or_unloaded_timer_does_not_fire(watcher):
+    irq, fired, event = watcher
+    state = SkvmVcpu()
+    irq.register("v0", state)
+    arm(state, PTIMER, 0)
+    irq.set_masked("v0", PTIMER, True)
+    irq.load("v0")
+    assert not event.wait(0.2)
+    irq.put("v0")
+    irq.set_masked("v0", PTIMER, False)
+    assert not event.wait(0.2)
+    arm(state, PTIMER, 0, CTL_ENABLE | CTL_IMASK)   # IMASK: the output is off
+    irq.load("v0")
+    assert not event.wait(0.2) and fired == []
+
+
+def test_load_and_unmask_poke_only_for_an_earlier_deadline(watcher):
+    irq, _fired, event = watcher
+    soon, late = SkvmVcpu(), SkvmVcpu()
+    irq.register("soon", soon)
+    irq.register("late", late)
+    arm(soon, VTIMER, ticks_in(60_000))
+    irq.load("soon")               # the watcher now sleeps towards "soon"'s deadline
+    wait_for(lambda: irq.wake_at_ns is not None)
+    pokes = irq.pokes
+    arm(late, VTIMER, ticks_in(120_000))
+    irq.load("late")               # later than the planned wake-up: no wake
+    irq.put("late")                # unloading never wakes
+    irq.set_masked("soon", VTIMER, True)   # masking never wakes
+    assert irq.pokes == pokes
+    arm(late, VTIMER, 0)
+    irq.load("late")               # already due: wake
+    assert irq.pokes == pokes + 1
+    assert event.wait(DEADLINE)
+
+
+def test_guest_write_after_a_silent_load_still_wakes_the_watcher(watcher):
+    """A load that did not poke leaves the watcher asleep; the guest's timer write reaches it
+    through the vCPU's eventfd (the shim writes it on every timer register access)."""
+    irq, fired, event = watcher
+    state = SkvmVcpu()
+    irq.register("v0", state)
+    irq.load("v0")                 # no deadline: no poke
+    arm(state, VTIMER, 0)
+    os.eventfd_write(state.notify_fd, 1)
+    assert event.wait(DEADLINE) and fired == [("v0", VTIMER)]
