@@ -26,7 +26,8 @@ RUNS = 3
 def _timed(cmd: list[str]) -> tuple[float, float, str, str]:
     """(seconds to the marker, seconds to exit, console, stderr)."""
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     marker, out = float("nan"), bytearray()
     assert proc.stdout is not None
@@ -41,7 +42,8 @@ def _timed(cmd: list[str]) -> tuple[float, float, str, str]:
 
 def softkvm_cmd(gic: str, irqchip: str, smp: int) -> list[str]:
     return [sys.executable, "-m", "softkvm", "run", "--stats", "-m", "512M", "--smp", str(smp),
-            "--gic", gic, "--irqchip", irqchip, "--timeout", "300", "--kernel", str(LINUX / "Image"),
+            "--gic", gic, "--irqchip", irqchip, "--timeout", "300",
+            "--kernel", str(LINUX / "Image"),
             "--initrd", str(LINUX / "initramfs.cpio.gz"), "--append", APPEND]
 
 
@@ -55,18 +57,28 @@ def qemu_cmd(gic: str, smp: int) -> list[str] | None:
 
 
 def exits_by_reason(stats: str) -> str:
+    """Totals over the vCPUs of the main exit counters in ``--stats`` output (rows of a counter
+    name and one number per vCPU, possibly followed by a total column)."""
     wanted = ("exits", "hvc_exit_stat", "wfi_exit_stat", "mmio_exit_user", "mmio_exit_kernel",
-              "irq_exits", "signal_exits", "sysreg_traps", "exceptions_reflected", "preemptions")
-    rows = []
+              "irq_exits", "signal_exits", "user_irqchip_exits", "sysreg_traps",
+              "exceptions_reflected", "preemptions")
+    has_total, found = False, {}
     for line in stats.splitlines():
         parts = line.split()
-        if parts and parts[0] in wanted:
-            rows.append(f"{parts[0]}={'+'.join(parts[1:])}")
-    return ", ".join(rows)
+        if parts[:1] == ["counter"]:
+            has_total = parts[-1] == "total"
+        elif parts and parts[0] in wanted and all(p.isdigit() for p in parts[1:]) and parts[1:]:
+            numbers = [int(p) for p in parts[1:]]
+            found.setdefault(parts[0], numbers[-1] if has_total else sum(numbers))
+    return ", ".join(f"{name}={found[name]}" for name in wanted if name in found)
+
+
+def available() -> bool:
+    return (LINUX / "Image").exists()
 
 
 def boot_times(smp: int = 1) -> list[Result]:
-    if not (LINUX / "Image").exists():
+    if not available():
         return [Result("linux boot", float("nan"), "s", "build/linux missing: make linux-guest")]
     results = []
     qemu_exit = {}

@@ -2,7 +2,10 @@
 
 ``softkvm run [--smp N] [-m SIZE] [--gic v2|v3] [--irqchip kernel|user] [--initrd F]
 [--append STR] [--dtb F] [--dump-dtb F] [--stats] [--timeout S] [--serial stdio|file:PATH]
-(IMAGE | --kernel IMAGE)``
+[--stat-socket PATH | --no-stat-socket] [--trace FILE.json] (IMAGE | --kernel IMAGE)``
+
+``softkvm stat [PID | --socket PATH] [--once | -n COUNT] [--interval S] [--all] [--json]``: a
+running VM's counters, live, with rates per second (as kvm_stat).
 
 Exit status: 0 when the guest powers off (PSCI SYSTEM_OFF, or SYSTEM_RESET which ends the run as
 QEMU's -no-reboot does); 1 with one readable line when it cannot (bad image, bad option, a guest
@@ -18,9 +21,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from softkvm.errors import ConfigError, SoftkvmError
+from softkvm.vmm import stat_socket
 from softkvm.vmm.config import VmConfig, parse_size
 from softkvm.vmm.console import open_serial
-from softkvm.vmm.stats_report import format_stats
+from softkvm.vmm.stats_report import print_stats, snapshot
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,9 +49,32 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtb", type=Path, help="use this device tree instead of ours")
     run.add_argument("--dump-dtb", type=Path, help="write the generated device tree here")
     run.add_argument("--stats", action="store_true", help="print KVM's counters at exit")
+    serve = run.add_mutually_exclusive_group()
+    serve.add_argument("--stat-socket", type=Path, metavar="PATH",
+                       help="serve live counters on this Unix socket (default: a per-PID one "
+                       "that 'softkvm stat PID' finds)")
+    serve.add_argument("--no-stat-socket", action="store_true", help="serve no live counters")
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    run.add_argument("--trace", type=Path, metavar="FILE.json", help="record KVM's tracepoints "
+                     "and write them at exit as a Perfetto / Chrome JSON trace")
     run.add_argument("--serial", default="stdio", help="console: stdio (default) or file:PATH")
+    _add_stat_parser(sub)
     return parser
+
+
+def _add_stat_parser(sub: argparse._SubParsersAction) -> None:
+    stat = sub.add_parser("stat", help="show a running VM's counters live, like kvm_stat")
+    stat.add_argument("pid", nargs="?", type=int,
+                      help="the 'softkvm run' process (default: the only one running)")
+    stat.add_argument("--socket", type=Path, metavar="PATH",
+                      help="read this socket (run --stat-socket PATH)")
+    stat.add_argument("--interval", type=float, default=1.0, metavar="S",
+                      help="seconds between refreshes (default 1)")
+    stat.add_argument("-n", "--count", type=int, help="exit after COUNT refreshes")
+    stat.add_argument("--once", action="store_true", help="one refresh, then exit (-n 1)")
+    stat.add_argument("--all", action="store_true", help="also show counters still at zero")
+    stat.add_argument("--json", action="store_true",
+                      help="print the raw snapshots, one JSON object per line")
 
 
 def config_from_args(args: argparse.Namespace) -> VmConfig:
@@ -59,6 +86,10 @@ def config_from_args(args: argparse.Namespace) -> VmConfig:
     return VmConfig(kernel=kernel, smp=args.smp, mem_size=parse_size(args.memory), gic=args.gic,
                     irqchip=args.irqchip, initrd=args.initrd, append=args.append, dtb=args.dtb,
                     dump_dtb=args.dump_dtb, timeout=args.timeout, stats=args.stats,
+                    trace=args.trace,
+                    stat_socket=args.stat_socket or (
+                        None if args.no_stat_socket else stat_socket.default_socket_path()),
+                    stat_socket_optional=args.stat_socket is None,
                     console_out=open_serial(args.serial), console_in=sys.stdin.buffer)
 
 
@@ -68,21 +99,42 @@ def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args).validate()
     machine = build(config)
     try:
-        result = machine.run()
+        with stat_socket.serving(config, lambda: snapshot(machine.vm)):
+            result = machine.run()
     finally:
         machine.close()
     if config.stats:
-        print(format_stats(machine.vm), file=sys.stderr)
+        print_stats(snapshot(machine.vm), sys.stderr)
+    if machine.trace_records is not None:
+        print(f"softkvm: trace: {machine.trace_records} records in {config.trace} (open it in "
+              "https://ui.perfetto.dev)", file=sys.stderr)
     if result.exit_code:
         detail = f": {result.message}" if result.message else ""
         print(f"softkvm: {result.reason.value}{detail}", file=sys.stderr)
     return result.exit_code
 
 
+def stat_command(args: argparse.Namespace) -> int:
+    if args.pid is not None and args.socket is not None:
+        raise ConfigError("give either a PID or --socket PATH, not both")
+    if args.interval <= 0 or (args.count is not None and args.count < 1):
+        raise ConfigError("--interval must be positive and -n at least 1")
+    count = 1 if args.once else args.count
+    options = stat_socket.WatchOptions(args.interval, count, args.all, args.json)
+    path, what = stat_socket.find_socket(args.pid, args.socket)
+    client = stat_socket.StatClient.connect(path, what)
+    try:
+        return stat_socket.watch(client, sys.stdout, options)
+    except KeyboardInterrupt:
+        return 0  # the way to leave a live view
+    finally:
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return run_command(args)
+        return stat_command(args) if args.command == "stat" else run_command(args)
     except SoftkvmError as err:
         print(f"softkvm: error: {err}", file=sys.stderr)
         return 1

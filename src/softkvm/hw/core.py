@@ -264,13 +264,16 @@ class Core:
 
     # --- interrupt lines and exceptions --------------------------------------------------------
 
-    def set_irq_lines(self, irq: bool, fiq: bool) -> None:
-        """Drive the vIRQ/vFIQ inputs (HCR_EL2.VI/VF): the core takes the exception itself."""
+    def set_irq_lines(self, irq: bool, fiq: bool) -> bool:
+        """Drive the vIRQ/vFIQ inputs (HCR_EL2.VI/VF): the core takes the exception itself.
+        True when they changed."""
         hcr = (self.hcr & ~(S.HCR_VI | S.HCR_VF)) | (S.HCR_VI if irq else 0) | (
             S.HCR_VF if fiq else 0)
-        if hcr != self.hcr:
-            self.hcr = hcr
-            self.raw.cpr_write(*S.HCR_EL2, hcr)
+        if hcr == self.hcr:
+            return False
+        self.hcr = hcr
+        self.raw.cpr_write(*S.HCR_EL2, hcr)
+        return True
 
     def set_hcr_traps(self, bits: int, enable: bool) -> None:
         hcr = self.hcr | bits if enable else self.hcr & ~bits

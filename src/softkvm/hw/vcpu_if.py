@@ -16,7 +16,9 @@ Not thread-safe: the vGIC serialises every access under its VM lock. After a gue
 changed state, ``on_change`` is called so the integrator can re-drive the vIRQ/vFIQ inputs and
 force an exit when ``maintenance()`` holds (a real maintenance interrupt would). Deactivating an
 HW=1 list register calls ``deactivate_phys(pINTID)``, as the hardware deactivates the physical
-interrupt.
+interrupt. The guest's acknowledges, EOIs and deactivations are reported to ``tracer`` (a
+:class:`CpuIfTracer`, off unless the hypervisor installs one): hardware KVM never sees them,
+but they end the interrupt flows of a trace.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 from softkvm.arch import gic as G
 from softkvm.arch import sysregs as S
@@ -49,6 +52,25 @@ class Vmcr:
     pmr: int = 0             # 0 masks everything until the guest writes PMR
 
 
+class CpuIfTracer(Protocol):
+    """Where the interface reports guest acknowledges/EOIs: ``emit`` is called only when ``on``
+    (the hypervisor's tracer fits)."""
+
+    on: bool
+
+    def emit(self, name: str, vcpu: int, **args: object) -> None: ...
+
+
+class _Untraced:
+    """The default tracer: always off, so each site costs one attribute test."""
+
+    __slots__ = ()
+    on = False
+
+    def emit(self, name: str, vcpu: int, **args: object) -> None:
+        """Never called (``on`` is False)."""
+
+
 def _lowest_set_bit(value: int) -> int:
     return (value & -value).bit_length() - 1
 
@@ -65,6 +87,8 @@ class VcpuInterface:
     nr_lr: int = 4
     deactivate_phys: Callable[[int], None] | None = None
     on_change: Callable[[], None] | None = None
+    tracer: CpuIfTracer = field(default_factory=_Untraced)
+    trace_vcpu: int = -1         # the vCPU index the tracer's events name
     lr: list[int] = field(init=False)
     hcr: int = 0
     vmcr: Vmcr = field(default_factory=Vmcr)
@@ -297,6 +321,10 @@ class VcpuInterface:
         self.lr[i] = lay.state.put(lr, G.LR_STATE_ACTIVE)
         self._set_active_priority(lay.get_priority(lr), lr_group)
         self.notify()  # the acknowledged LR no longer signals
+        if self.tracer.on:
+            self.tracer.emit("vgic_ack", self.trace_vcpu, intid=lay.vintid.get(lr),
+                             source=lay.get_cpuid(lr) if self.version == _V2 else None,
+                             group=lr_group)
         return self._lr_id(lr)
 
     def highest_pending(self, group: int, v2_iar: bool = False) -> int:
@@ -314,6 +342,8 @@ class VcpuInterface:
         intid, cpuid = self._split_id(value)
         if G.SPECIAL_INTID_BASE <= intid < G.MIN_LPI:
             return  # special INTIDs were never acknowledged
+        if self.tracer.on:
+            self.tracer.emit("vgic_eoi", self.trace_vcpu, intid=intid, eoimode=self.vmcr.eoim)
         dropped = self._drop_priority()
         i = self._find_active_lr(intid, cpuid)
         if i is None:
@@ -337,6 +367,8 @@ class VcpuInterface:
         intid, cpuid = self._split_id(value)
         if intid >= G.SPECIAL_INTID_BASE:
             return
+        if self.tracer.on:
+            self.tracer.emit("vgic_dir", self.trace_vcpu, intid=intid)
         i = self._find_active_lr(intid, cpuid)
         if i is None:
             self._bump_eoi_count()

@@ -22,7 +22,8 @@ from softkvm.kvm import arm, irq_line, irqchip, one_reg, uapi
 from softkvm.kvm.arch_timer import ArchTimers
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
-from softkvm.kvm.stats import VcpuStats, VmStats
+from softkvm.kvm.trace import Tracer
+from softkvm.kvm.stats import StatsRead, VcpuStats, VmStats, read_vcpu_stats, read_vm_stats
 from softkvm.kvm.vgic import vgic_irqfd
 from softkvm.kvm.vgic.vgic_irqfd import KvmIrqRoutingEntry
 
@@ -77,6 +78,7 @@ class Vm:
         self.memslots: dict[int, Memslot] = {}
         self.vcpus: list[Vcpu] = []
         self.stats = VmStats()
+        self.tracer = Tracer()  # off until the VMM enables it (--trace)
         self.vgic: object | None = None  # the in-kernel irqchip, when one is created
         self.has_run = False
         self.psci_version = P.VERSION_1_0
@@ -166,6 +168,12 @@ class Vm:
         """The vGIC is initialised: install irqfds assigned before (idempotent)."""
         vgic_irqfd.kvm_irqfd_vgic_ready(self)
 
+    # --- KVM_GET_STATS_FD ----------------------------------------------------------------------
+
+    def read_stats(self) -> StatsRead:
+        """Read the VM's stats fd: any thread, any time, no lock (the counters are ints)."""
+        return read_vm_stats(self.stats, self.pcpu.switches)
+
     # --- lifetime -----------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
@@ -198,6 +206,7 @@ class Vcpu:
         self.core.on_broadcast = lambda core, tlbi, ic: arm.broadcast_flush(self, tlbi, ic)
         self.run_struct = KvmRun()
         self.stats = VcpuStats()
+        self.tracer = vm.tracer  # one attribute away from every run-loop trace site
         self.cond = threading.Condition()
         self.requests: set[str] = set()
         self.initialized = False
@@ -230,7 +239,11 @@ class Vcpu:
                                "thread")
             self.running = True
         try:
-            return arm.kvm_arch_vcpu_ioctl_run(self)
+            run = arm.kvm_arch_vcpu_ioctl_run(self)
+            if self.tracer.on:  # kvm_vcpu_ioctl: trace_kvm_userspace_exit(exit_reason, r)
+                self.tracer.emit("kvm_userspace_exit", self.vcpu_id,
+                                 reason=self.run_struct.exit_name, errno=-self.run_struct.ret)
+            return run
         finally:
             with self.cond:
                 self.running = False
@@ -257,6 +270,18 @@ class Vcpu:
         """What a VMM does with pthread_kill(SIG_IPI): KVM_RUN returns with KVM_EXIT_INTR."""
         self.signal_pending = True
         arm.kvm_vcpu_kick(self)
+
+    # --- KVM_GET_STATS_FD ----------------------------------------------------------------------
+
+    def read_stats(self) -> StatsRead:
+        """Read the vCPU's stats fd: any thread, even while it runs; the core's own counters
+        are read here rather than copied at every exit."""
+        core = self.core
+        state = core.state
+        return read_vcpu_stats(self.stats, {
+            "core_slices": core.stats.slices, "core_kicks": state.n_kicks,
+            "sysreg_emulated": state.n_sysreg_py, "timer_sysreg_accesses": state.n_sysreg_timer,
+        }, dict(core.stats.reflected))
 
     # --- registers and state ------------------------------------------------------------------
 

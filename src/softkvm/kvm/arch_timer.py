@@ -167,6 +167,8 @@ class ArchTimers:
         """kvm_timer_update_irq: record the level and, with a vGIC, inject it."""
         ctx.level = level
         vcpu.stats.timer_irq_updates += 1
+        if vcpu.tracer.on:
+            vcpu.tracer.emit("kvm_timer_update_irq", vcpu.vcpu_id, irq=ctx.irq, level=level)
         vgic = self.vm.vgic
         if vgic is not None:
             vgic.kvm_vgic_inject_irq(vcpu.vcpu_id, ctx.irq, level, ctx)  # type: ignore[attr-defined]
@@ -208,6 +210,9 @@ class ArchTimers:
             state.timer[ctx.index].cval = ctx.cnt_cval
             state.timer[ctx.index].ctl = ctx.cnt_ctl
             ctx.loaded = True
+            if vcpu.tracer.on:
+                vcpu.tracer.emit("kvm_timer_restore_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
+                                 cval=ctx.cnt_cval, timer=ctx.index)
         cpu.restores += 1
         vcpu.stats.timer_restores += 1
         self.irq.load(vcpu)
@@ -223,6 +228,9 @@ class ArchTimers:
                 ctx.cnt_ctl = state.timer[ctx.index].ctl & (CTL_ENABLE | CTL_IMASK)
                 ctx.cnt_cval = state.timer[ctx.index].cval
                 ctx.loaded = False
+                if vcpu.tracer.on:
+                    vcpu.tracer.emit("kvm_timer_save_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
+                                     cval=ctx.cnt_cval, timer=ctx.index)
         cpu.saves += 1
         vcpu.stats.timer_saves += 1
         if blocking:
@@ -237,6 +245,11 @@ class ArchTimers:
         if deadline is not None and deadline > monotonic_ns():
             cpu.bg_timer = self.host_timers.arm(deadline, lambda: self._bg_expired(vcpu))
             return
+        if vcpu.tracer.on:  # the timers that are due now: the interrupts this wake-up brings
+            for ctx in cpu.timers:
+                if self.should_fire(vcpu, ctx):
+                    vcpu.tracer.emit("kvm_timer_hrtimer_expire", vcpu.vcpu_id, timer=ctx.index,
+                                     irq=ctx.irq)
         from softkvm.kvm.arm import kvm_vcpu_wake_up
         kvm_vcpu_wake_up(vcpu)
 
@@ -245,7 +258,11 @@ class ArchTimers:
     def _host_ppi_fired(self, key: object, index: int) -> None:
         """Runs on the PPI thread: note it and take the vCPU out of the guest."""
         vcpu: Vcpu = key  # type: ignore[assignment]
-        self.cpus[vcpu.vcpu_id].ppi_fired[index] = True
+        cpu = self.cpus[vcpu.vcpu_id]
+        cpu.ppi_fired[index] = True
+        if vcpu.tracer.on:  # where a timer interrupt's flow starts
+            vcpu.tracer.emit("kvm_timer_ppi", vcpu.vcpu_id, timer=index,
+                             irq=cpu.timers[index].irq)
         vcpu.core.kick()
 
     def kvm_arch_timer_handler(self, vcpu: Vcpu) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from softkvm.hw.clock import monotonic_ns
-from softkvm.kvm import handle_exit, irqchip, mmio, uapi
+from softkvm.kvm import handle_exit, irqchip, mmio, trace, uapi
 from softkvm.kvm.errors import KvmError
 
 if TYPE_CHECKING:
@@ -62,8 +62,14 @@ def kvm_make_request(vcpu: Vcpu, req: str) -> None:
 
 
 def kvm_vcpu_kick(vcpu: Vcpu) -> None:
-    """Make the vCPU notice its requests: stop it if it runs, wake it if it waits."""
-    vcpu.core.kick()
+    """Make the vCPU notice its requests: stop it if it runs, wake it if it waits.
+
+    As KVM, only a vCPU in guest mode is kicked: every caller has made a request (or set
+    ``signal_pending``) first, and ``_run_once`` re-checks both after entering guest mode, so a
+    vCPU outside the guest sees them before it enters. Kicking it anyway would cost it an empty
+    exit on its next entry (the kick is never cleared, see ``_run_once``)."""
+    if vcpu.in_guest:
+        vcpu.core.kick()
     with vcpu.cond:
         vcpu.cond.notify_all()
 
@@ -80,10 +86,14 @@ def broadcast_flush(vcpu: Vcpu, tlbi: bool, ic: bool) -> None:
             continue
         if tlbi:
             other.pending_tlb_flush = True
-            vcpu.vm.stats.remote_tlb_flush += 1
         if ic:
             other.pending_tb_flush = True
-            vcpu.vm.stats.remote_tb_flush += 1
+    stats = vcpu.vm.stats  # once per broadcast, as kvm_flush_remote_tlbs counts its calls
+    if tlbi:
+        stats.remote_tlb_flush_requests += 1
+        stats.remote_tlb_flush += 1  # always carried out: a request to every vCPU
+    if ic:
+        stats.remote_tb_flush += 1
 
 
 def _wait(vcpu: Vcpu, until: Callable[[], bool], deadline_of: Callable[[], float | None]) -> bool:
@@ -119,8 +129,21 @@ def kvm_vcpu_block(vcpu: Vcpu) -> None:
         return (bool(vcpu.requests) or kvm_arch_vcpu_runnable(vcpu)
                 or vcpu.vm.timers.has_pending_timer(vcpu))
 
-    _wait(vcpu, check_block, lambda: None)
-    vcpu.stats.halt_wakeup += 1
+    stats = vcpu.stats
+    stats.blocking = 1
+    start = monotonic_ns()
+    waits = not check_block()  # KVM's "waited": it counts no wake-up when nothing slept
+    woken = _wait(vcpu, check_block, lambda: None)
+    stats.blocking = 0
+    if waits:
+        stats.halt_wait_ns += monotonic_ns() - start
+        # KVM counts a wake-up in the waker (kvm_vcpu_wake_up) when it finds the vCPU asleep;
+        # counted here, once per sleep, several racing wakers cannot make one sleep count twice.
+        # A signal is no such wake-up.
+        stats.halt_wakeup += woken
+    if vcpu.tracer.on:  # trace_kvm_vcpu_wakeup(block_ns, waited, valid)
+        vcpu.tracer.emit("kvm_vcpu_wakeup", vcpu.vcpu_id, ns=monotonic_ns() - start,
+                         waited=waits, valid=woken)
     vcpu.vm.timers.vcpu_load(vcpu)
 
 
@@ -139,6 +162,7 @@ def check_vcpu_requests(vcpu: Vcpu) -> bool:
         vcpu.requests.discard(REQ_SLEEP)
         if vcpu.power_off and not _wait(vcpu, lambda: not vcpu.power_off, lambda: None):
             vcpu.requests.add(REQ_SLEEP)
+            vcpu.stats.signal_exits += 1
             return False
     if REQ_VCPU_RESET in vcpu.requests:
         vcpu.requests.discard(REQ_VCPU_RESET)
@@ -167,7 +191,6 @@ def _return_intr(vcpu: Vcpu) -> None:
     run = vcpu.run_struct
     run.exit_reason = uapi.KVM_EXIT_INTR
     run.ret = -errno.EINTR
-    vcpu.stats.signal_exits += 1
 
 
 def kvm_arch_vcpu_ioctl_run(vcpu: Vcpu) -> object:
@@ -183,6 +206,7 @@ def kvm_arch_vcpu_ioctl_run(vcpu: Vcpu) -> object:
         mmio.kvm_handle_mmio_return(vcpu)
     run.exit_reason, run.ret = uapi.KVM_EXIT_UNKNOWN, 0
     if run.immediate_exit or vcpu.signal_pending:
+        vcpu.stats.signal_exits += vcpu.signal_pending  # immediate_exit alone counts nothing
         vcpu.signal_pending = False
         _return_intr(vcpu)
         return run
@@ -234,10 +258,19 @@ def _run_once(vcpu: Vcpu) -> int:
         _sync(vcpu)
         if vcpu.requests and not vcpu.signal_pending and not _user_irqchip_must_exit(vcpu):
             return 1
+        if vcpu.signal_pending:
+            vcpu.stats.signal_exits += 1
+        else:  # kvm_vcpu_exit_request: the timer level changed, no signal involved
+            vcpu.stats.user_irqchip_exits += 1
         vcpu.signal_pending = False
         _return_intr(vcpu)
         return 0
+    tracer = vcpu.tracer
+    if tracer.on:
+        tracer.emit("kvm_entry", vcpu.vcpu_id, vcpu_pc=vcpu.core.get_pc())
     exit_ = vcpu.core.run()
+    if tracer.on:  # first thing after the exit, so the guest slice ends where the guest did
+        trace.kvm_exit(tracer, vcpu.vcpu_id, exit_, vcpu.core.get_pc())
     vcpu.in_guest = False
     _sync(vcpu)
     # Host interrupts are back on here: a timer PPI taken while the guest ran is handled now,

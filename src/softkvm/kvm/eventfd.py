@@ -74,6 +74,7 @@ from typing import Protocol
 
 from softkvm.kvm import uapi
 from softkvm.kvm.errors import KvmError
+from softkvm.kvm.trace import Tracer
 
 KVM_IRQFD_VALID_FLAGS = uapi.KVM_IRQFD_FLAG_DEASSIGN | uapi.KVM_IRQFD_FLAG_RESAMPLE
 _CLOSED = select.POLLNVAL | select.POLLHUP | select.POLLERR
@@ -157,9 +158,11 @@ class IrqfdInfo:
 class KvmIrqfds:
     """``kvm->irqfds`` of one VM: the registrations, the resamplers and the poller thread."""
 
-    def __init__(self, chip: IrqfdChip, name: str = "irqfd") -> None:
+    def __init__(self, chip: IrqfdChip, name: str = "irqfd",
+                 tracer: Tracer | None = None) -> None:
         self._chip = chip
         self._name = name
+        self._tracer = tracer if tracer is not None else Tracer()
         self._config = threading.RLock()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)   # inflight dropped to 0
@@ -292,6 +295,9 @@ class KvmIrqfds:
                 self.stats.inject += 1
                 self.stats.coalesced += count - 1
         if count:
+            if self._tracer.on:
+                self._tracer.emit("irqfd_inject", -1, gsi=irqfd.gsi, count=count,
+                                  resample=irqfd.resample)
             try:
                 self._inject(irqfd)
             finally:
@@ -321,6 +327,8 @@ class KvmIrqfds:
             if resampler is None:
                 return
             self.stats.acked += 1
+        if self._tracer.on:
+            self._tracer.emit("irqfd_resample", -1, gsi=gsi, irqfds=len(resampler.irqfds))
         self._chip.set_irq(gsi, False)
         with self._lock:   # an irqfd shut down meanwhile has left the list: its dup is closed
             for irqfd in resampler.irqfds:

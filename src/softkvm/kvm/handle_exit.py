@@ -20,18 +20,7 @@ SMCCC_RET_NOT_SUPPORTED = 0xFFFFFFFFFFFFFFFF
 
 
 def handle_exit(vcpu: Vcpu, exit_: CoreExit) -> int:
-    _count_core(vcpu)
     return EXIT_HANDLERS[exit_.kind](vcpu, exit_)
-
-
-def _count_core(vcpu: Vcpu) -> None:
-    core, stats = vcpu.core, vcpu.stats
-    stats.core_slices = core.stats.slices
-    stats.core_kicks = core.state.n_kicks
-    stats.timer_sysreg_accesses = core.state.n_sysreg_timer
-    stats.sysreg_emulated = core.state.n_sysreg_py
-    stats.reflected_by_ec = core.stats.reflected
-    stats.exceptions_reflected = sum(core.stats.reflected.values())
 
 
 def handle_kicked(vcpu: Vcpu, _exit: CoreExit) -> int:
@@ -41,6 +30,9 @@ def handle_kicked(vcpu: Vcpu, _exit: CoreExit) -> int:
 
 def handle_hvc(vcpu: Vcpu, exit_: CoreExit) -> int:
     vcpu.stats.hvc_exit_stat += 1
+    if vcpu.tracer.on:
+        vcpu.tracer.emit("kvm_hvc_arm64", vcpu.vcpu_id, vcpu_pc=vcpu.core.get_pc() - 4,
+                         r0=vcpu.core.get_x(0), imm=exit_.imm)
     if exit_.imm:  # only HVC #0 is an SMCCC call
         vcpu.core.set_x(0, SMCCC_RET_NOT_SUPPORTED)
         return 1
@@ -57,13 +49,15 @@ def handle_smc(vcpu: Vcpu, exit_: CoreExit) -> int:
 
 def kvm_handle_wfx(vcpu: Vcpu, exit_: CoreExit) -> int:
     core = vcpu.core
+    if vcpu.tracer.on:
+        vcpu.tracer.emit("kvm_wfx_arm64", vcpu.vcpu_id, vcpu_pc=core.get_pc(),
+                         is_wfe=bool(E.esr_iss(exit_.esr) & 1))
     if E.esr_iss(exit_.esr) & 1:  # WFE: yield the physical CPU to whoever waits for it
         vcpu.stats.wfe_exit_stat += 1
         if vcpu.vm.pcpu.has_waiters():
             vcpu.vm.pcpu.yield_(vcpu)
     else:
         vcpu.stats.wfi_exit_stat += 1
-        vcpu.stats.halt_exits += 1
         arm.kvm_vcpu_block(vcpu)
     core.set_pc(core.get_pc() + 4)
     return 1
@@ -75,6 +69,7 @@ def handle_sysreg(vcpu: Vcpu, exit_: CoreExit) -> int:
 
 
 def handle_internal(vcpu: Vcpu, exit_: CoreExit) -> int:
+    vcpu.stats.internal_exits += 1
     run = vcpu.run_struct
     run.exit_reason = uapi.KVM_EXIT_INTERNAL_ERROR
     run.internal.suberror = 1  # KVM_INTERNAL_ERROR_EMULATION

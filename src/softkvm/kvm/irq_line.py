@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from softkvm.kvm.api import Vm
 
 
+_TYPE_NAMES = {uapi.KVM_ARM_IRQ_TYPE_CPU: "CPU", uapi.KVM_ARM_IRQ_TYPE_SPI: "SPI",
+               uapi.KVM_ARM_IRQ_TYPE_PPI: "PPI"}
+
+
 def encode(irq_type: int, vcpu_index: int, irq_id: int) -> int:
     """Build the ``irq`` field of struct kvm_irq_level."""
     return ((vcpu_index >> 8) & uapi.KVM_ARM_IRQ_VCPU2_MASK) << uapi.KVM_ARM_IRQ_VCPU2_SHIFT | (
@@ -27,6 +31,9 @@ def kvm_vm_ioctl_irq_line(vm: Vm, irq: int, level: bool) -> None:
     vcpu_idx = ((irq >> uapi.KVM_ARM_IRQ_VCPU_SHIFT) & uapi.KVM_ARM_IRQ_VCPU_MASK) + (
         ((irq >> uapi.KVM_ARM_IRQ_VCPU2_SHIFT) & uapi.KVM_ARM_IRQ_VCPU2_MASK) << 8)
     irq_num = (irq >> uapi.KVM_ARM_IRQ_NUM_SHIFT) & uapi.KVM_ARM_IRQ_NUM_MASK
+    if vm.tracer.on:  # trace_kvm_irq_line(irq_type, vcpu_idx, irq_num, level)
+        vm.tracer.emit("kvm_irq_line", vcpu_idx, type=_TYPE_NAMES.get(irq_type, str(irq_type)),
+                       irq=irq_num, level=level)
     if irq_type == uapi.KVM_ARM_IRQ_TYPE_CPU:
         _cpu_line(vm, vcpu_idx, irq_num, level)
         return

@@ -45,6 +45,7 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
     """A load/store hit no RAM: hand it to userspace as KVM_EXIT_MMIO."""
     insn = exit_.insn
     if insn is None:  # not a single-register access (KVM: ISV=0): an external abort
+        vcpu.stats.abort_exits += 1
         inject_sea(vcpu, is_write=exit_.is_write, is_fetch=False, far=None)
         return 1
     run = vcpu.run_struct
@@ -55,6 +56,10 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
     data = (vcpu.core.get_x(insn.rt) if not insn.is_load else 0) & ((1 << (8 * insn.size)) - 1)
     run.mmio.data[:] = data.to_bytes(8, "little")
     vcpu.mmio_needed = PendingMmio(insn, exit_.addr, _fault_va(vcpu, insn))
+    if vcpu.tracer.on:  # a write carries its data; a read is satisfied by userspace later
+        vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id,
+                         type="unsatisfied-read" if insn.is_load else "write", len=insn.size,
+                         gpa=exit_.addr, val=None if insn.is_load else data)
     vcpu.stats.mmio_exit_user += 1
     return 0
 
@@ -71,6 +76,9 @@ def kvm_handle_mmio_return(vcpu: Vcpu) -> None:
     if insn.is_load:
         raw = int.from_bytes(run.mmio.data[: insn.size], "little")
         core.set_x(insn.rt, insn.load_value(raw))
+        if vcpu.tracer.on:
+            vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id, type="read", len=insn.size,
+                             gpa=pending.addr, val=raw)
     if insn.wb_imm is not None:
         base = (_base(vcpu, insn.rn) + insn.wb_imm) & MASK64
         if insn.rn == 31:
@@ -92,6 +100,7 @@ def inject_pending_sea(vcpu: Vcpu) -> None:
 
 def kvm_handle_iabt(vcpu: Vcpu, exit_: CoreExit) -> int:
     """Instruction fetch from outside RAM: a prefetch abort, as kvm_inject_pabt does."""
+    vcpu.stats.abort_exits += 1
     inject_sea(vcpu, is_write=False, is_fetch=True, far=vcpu.core.get_pc())
     return 1
 

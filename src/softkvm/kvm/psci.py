@@ -30,12 +30,32 @@ def kvm_smccc_call_handler(vcpu: Vcpu) -> int:
     core = vcpu.core
     fn = core.get_x(0) & MASK32
     vcpu.stats.psci_calls += 1
+    if vcpu.tracer.on:
+        return _traced_dispatch(vcpu, fn)
+    return _dispatch(vcpu, fn)
+
+
+def _dispatch(vcpu: Vcpu, fn: int) -> int:
     if not vcpu.features & (1 << uapi.KVM_ARM_VCPU_PSCI_0_2):
         return _psci_0_1(vcpu, fn)
     handler = HANDLERS_1_0.get(fn)
     if handler is None:
         return _set_ret(vcpu, P.NOT_SUPPORTED)
     return handler(vcpu, fn)
+
+
+def _traced_dispatch(vcpu: Vcpu, fn: int) -> int:
+    """kvm_psci_call: the function, its arguments and the guest's x0 (signed) after it; a
+    call that exits to userspace (SYSTEM_OFF, SYSTEM_RESET) has no result yet."""
+    args = _args(vcpu, fn)  # read before the call: results overwrite x0..x3
+    ret = _dispatch(vcpu, fn)
+    handler = HANDLERS_1_0.get(fn) or _PSCI_0_1.get(fn)
+    name = handler.__name__ if handler is not None else "unknown"
+    x0 = vcpu.core.get_x(0)
+    result = (x0 - (1 << 64) if x0 >> 63 else x0) if ret else None
+    vcpu.tracer.emit("kvm_psci_call", vcpu.vcpu_id, fn=fn, function=name, a1=args[0],
+                     a2=args[1], a3=args[2], result=result)
+    return ret
 
 
 def _set_ret(vcpu: Vcpu, value: int) -> int:
@@ -156,6 +176,8 @@ def _psci_0_1(vcpu: Vcpu, fn: int) -> int:
         return _set_ret(vcpu, P.INVALID_PARAMETERS if result == P.ALREADY_ON else result)
     return _set_ret(vcpu, P.NOT_SUPPORTED)
 
+
+_PSCI_0_1 = {P.PSCI_0_1_CPU_OFF: cpu_off, P.PSCI_0_1_CPU_ON: cpu_on}   # names for the trace
 
 HANDLERS_1_0: dict[int, Callable[[Vcpu, int], int]] = {
     P.PSCI_VERSION: psci_version,

@@ -8,11 +8,12 @@ device tree → boot registers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from softkvm.kvm import uapi
 from softkvm.kvm.api import Kvm, Vcpu, Vm
 from softkvm.kvm.one_reg import REG_PC_ID, core_reg
-from softkvm.vmm import fdt, loader
+from softkvm.vmm import fdt, loader, trace_export
 from softkvm.vmm import console
 from softkvm.vmm.bus import Bus
 from softkvm.vmm.config import VmConfig
@@ -39,6 +40,7 @@ class Machine:
     dtb: bytes
     boot: loader.BootPlan
     runner: Runner
+    trace_records: int | None = None   # written to config.trace at close
 
     @property
     def vcpus(self) -> list[Vcpu]:
@@ -48,9 +50,21 @@ class Machine:
         return self.runner.run(self.config.timeout)
 
     def close(self) -> None:
-        self.irqchip.close()  # deassigns its irqfds: the VM must still be there
-        self.vm.close()
-        self.memory.close()
+        try:
+            self.irqchip.close()  # deassigns its irqfds: the VM must still be there
+            self.vm.close()
+            self.memory.close()
+        finally:  # every thread has stopped emitting: the trace is complete, whatever happened
+            self.write_trace()
+
+    def write_trace(self) -> None:
+        """Write ``config.trace`` once (``trace_records`` then says how many records)."""
+        path = self.config.trace
+        if path is None or not self.vm.tracer.on:
+            return
+        self.vm.tracer.disable()
+        self.trace_records = trace_export.write_trace(
+            path, self.vm.tracer, title=f"softkvm {Path(self.config.kernel).name}")
 
 
 def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
@@ -59,6 +73,8 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
                         gic_version=parse_gic_version(config.gic))
     kvm = kvm or Kvm()
     vm = kvm.create_vm()
+    if config.trace is not None:
+        vm.tracer.enable()  # from the first vCPU on: every record of the run
     memory = GuestMemory(layout.ram.base, layout.ram.size)
     vm.set_user_memory_region(0, memory.base, memory.buffer)
     vcpus = [vm.create_vcpu(i) for i in range(config.smp)]

@@ -6,6 +6,7 @@ Counterpart: QEMU's machine options (-smp, -m, -kernel, -initrd, -append, -dtb,
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,18 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
+def check_trace_path(path: Path) -> None:
+    """Refuse a --trace FILE that cannot be written, before the guest runs for nothing."""
+    parent = path.parent
+    if path.is_dir():
+        raise ConfigError(f"--trace '{path}' is a directory: give a file name, e.g. "
+                          f"{path / 'trace.json'}")
+    if not parent.is_dir():
+        raise ConfigError(f"--trace '{path}': directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--trace '{path}': not writable")
+
+
 @dataclass(slots=True)
 class VmConfig:
     kernel: Path
@@ -40,6 +53,9 @@ class VmConfig:
     dump_dtb: Path | None = None
     timeout: float | None = None
     stats: bool = False
+    stat_socket: Path | None = None       # serve live counters here (softkvm stat)
+    stat_socket_optional: bool = False    # the per-PID default: skipped if it cannot be made
+    trace: Path | None = None             # write a Perfetto / Chrome JSON trace here at exit
     console_out: BinaryIO | None = None   # None: the process's stdout
     console_in: BinaryIO | None = None    # None: no console input
 
@@ -50,6 +66,12 @@ class VmConfig:
             raise ConfigError("--irqchip user emulates a GICv2 in the VMM: use --gic v2 with it")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError("--timeout must be a positive number of seconds")
+        if self.stat_socket is not None and not self.stat_socket_optional \
+                and not Path(self.stat_socket).parent.is_dir():
+            raise ConfigError(f"--stat-socket '{self.stat_socket}': its directory does not "
+                              "exist")
+        if self.trace is not None:
+            check_trace_path(Path(self.trace))
         for what, path in (("kernel image", self.kernel), ("initrd", self.initrd),
                            ("device tree", self.dtb)):
             if path is not None and not Path(path).is_file():

@@ -1,28 +1,171 @@
-"""Format KVM's counters (per VM and per vCPU) for ``--stats``, like ``kvm_stat`` would."""
+"""KVM's counters as tables: ``softkvm run --stats`` at exit and ``softkvm stat`` live.
+
+Counterpart: tools/kvm/kvm_stat/kvm_stat (totals and per-second rates of KVM's stats) fed from
+``KVM_GET_STATS_FD`` reads. A *snapshot* is every counter of a VM at one instant as a JSON-ready
+dict; the exit table, the live view and the stats socket all speak snapshots.
+"""
 
 from __future__ import annotations
 
-from softkvm.arch import esr as E
-from softkvm.kvm.api import Vm
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
 
-EC_NAMES = {E.EC_UNKNOWN: "UNKNOWN", E.EC_SVC64: "SVC64", E.EC_BRK64: "BRK64",
-            E.EC_IABT_LOW: "IABT_LOW", E.EC_IABT_CUR: "IABT_CUR", E.EC_DABT_LOW: "DABT_LOW",
-            E.EC_DABT_CUR: "DABT_CUR", E.EC_SYS64: "SYS64", E.EC_PC_ALIGN: "PC_ALIGN",
-            E.EC_SP_ALIGN: "SP_ALIGN", E.EC_SVE: "SVE"}
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from softkvm.kvm.api import Vcpu, Vm
+
+SNAPSHOT_VERSION = 1
+PLAIN_WIDTH = 200          # a pipe or a file has no width: wide enough for 8 vCPUs and a total
+INSTANT_STATS = frozenset({"blocking"})  # KVM_STATS_TYPE_INSTANT: a level, it has no rate
+Snapshot = dict[str, Any]
+
+# (snapshot key, section title): per-vCPU sections, then VM-wide ones.
+VCPU_SECTIONS = (("kvm", "KVM vCPU stats"), ("softkvm", "softkvm vCPU counters"),
+                 ("exits_by_reason", "exits by reason"),
+                 ("reflected_by_ec", "exceptions reflected to the guest, by EC"))
+VM_SECTIONS = (("kvm", "KVM VM stats"), ("softkvm", "softkvm VM counters"))
 
 
-def format_stats(vm: Vm) -> str:
-    """A table: one row per counter, one column per vCPU, plus the VM-wide counters."""
-    names = [n for n in vm.vcpus[0].stats.as_dict()] if vm.vcpus else []
-    header = ["counter"] + [f"vcpu{v.vcpu_id}" for v in vm.vcpus]
-    rows = [[n] + [str(v.stats.as_dict()[n]) for v in vm.vcpus] for n in names]
-    ecs = sorted({ec for v in vm.vcpus for ec in v.stats.reflected_by_ec})
-    rows += [[f"reflected {EC_NAMES.get(ec, hex(ec))}"]
-             + [str(v.stats.reflected_by_ec.get(ec, 0)) for v in vm.vcpus] for ec in ecs]
-    vm.stats.pcpu_switches = vm.pcpu.switches
-    rows += [[f"vm {k}", str(val)] + [""] * (len(vm.vcpus) - 1)
-             for k, val in vm.stats.as_dict().items()]
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in [header] + rows]
-    return "\n".join(lines)
+def snapshot(vm: Vm) -> Snapshot:
+    """Read every counter now (from any thread: the vCPUs keep running)."""
+    read = vm.read_stats()
+    return {"version": SNAPSHOT_VERSION, "pid": os.getpid(), "time": time.time(),
+            "monotonic": time.monotonic(), "vm": {"kvm": read.kvm, "softkvm": read.softkvm},
+            "vcpus": [_vcpu_snapshot(vcpu) for vcpu in list(vm.vcpus)]}
+
+
+def _vcpu_snapshot(vcpu: Vcpu) -> dict[str, Any]:
+    read = vcpu.read_stats()
+    return {"id": vcpu.vcpu_id, "kvm": read.kvm, "softkvm": read.softkvm,
+            "exits_by_reason": read.exits_by_reason, "reflected_by_ec": read.reflected_by_ec}
+
+
+@dataclass(slots=True)
+class StatRow:
+    section: str
+    name: str
+    values: list[int]      # one per vCPU; a VM-wide row has one
+    per_vcpu: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.values)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.section, self.name
+
+
+def stat_rows(snap: Snapshot) -> list[StatRow]:
+    """Flatten a snapshot: the per-vCPU sections, then the VM-wide ones, in counter order."""
+    vcpus = snap["vcpus"]
+    rows: list[StatRow] = []
+    for key, title in VCPU_SECTIONS:
+        names = dict.fromkeys(name for vcpu in vcpus for name in vcpu[key])  # ordered union
+        rows += [StatRow(title, name, [vcpu[key].get(name, 0) for vcpu in vcpus], True)
+                 for name in names]
+    for key, title in VM_SECTIONS:
+        rows += [StatRow(title, name, [value], False) for name, value in snap["vm"][key].items()]
+    return rows
+
+
+def rates(prev: Snapshot, cur: Snapshot) -> dict[tuple[str, str], list[float]]:
+    """Per-second change of every row between two snapshots of one VM (per vCPU, as values)."""
+    seconds = cur["monotonic"] - prev["monotonic"]
+    before = {row.key: row.values for row in stat_rows(prev)}
+    result = {}
+    for row in stat_rows(cur):
+        old = before.get(row.key, [0] * len(row.values))
+        result[row.key] = [(new - was) / seconds if seconds > 0 else 0.0
+                           for new, was in zip(row.values, old)]
+    return result
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def make_console(file: TextIO) -> Console:
+    """A terminal gets colour and its own width; a pipe or file gets plain, unwrapped text."""
+    plain = not file.isatty()
+    return Console(file=file, highlight=False, width=PLAIN_WIDTH if plain else None)
+
+
+def print_stats(snap: Snapshot, file: TextIO) -> None:
+    """The ``--stats`` report: one column per vCPU (plus the total), then the VM's counters."""
+    make_console(file).print(Group(exit_table(snap), vm_table(snap)))
+
+
+def exit_table(snap: Snapshot) -> Table:
+    ids = [vcpu["id"] for vcpu in snap["vcpus"]]
+    table = Table(box=box.SIMPLE_HEAD, title="softkvm: counters per vCPU", title_justify="left")
+    table.add_column("counter")
+    for vcpu_id in ids:
+        table.add_column(f"vcpu{vcpu_id}", justify="right")
+    if len(ids) > 1:
+        table.add_column("total", justify="right")
+    section = None
+    for row in (r for r in stat_rows(snap) if r.per_vcpu):
+        if row.section != section:
+            section = row.section
+            table.add_row(Text(f"[{section}]", style="bold"))
+        totals = [str(row.total)] if len(ids) > 1 else []
+        table.add_row(row.name, *map(str, row.values), *totals)
+    return table
+
+
+def vm_table(snap: Snapshot) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, title="softkvm: VM-wide counters", title_justify="left")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    section = None
+    for row in (r for r in stat_rows(snap) if not r.per_vcpu):
+        if row.section != section:
+            section = row.section
+            table.add_row(Text(f"[{section}]", style="bold"))
+        table.add_row(row.name, str(row.total))
+    return table
+
+
+def live_table(prev: Snapshot | None, cur: Snapshot, show_all: bool = False) -> Table:
+    """kvm_stat's view: each counter's total and rate per second (per vCPU when several).
+    Counters still at zero are left out unless ``show_all``."""
+    ids = [vcpu["id"] for vcpu in cur["vcpus"]]
+    per_second = rates(prev, cur) if prev is not None else {}
+    when = time.strftime("%H:%M:%S", time.localtime(cur["time"]))
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left",
+                  title=f"softkvm {cur['pid']}: {len(ids)} vCPU{'s' * (len(ids) != 1)}, {when}")
+    table.add_column("counter")
+    table.add_column("total", justify="right")
+    table.add_column("/s", justify="right")
+    if len(ids) > 1:
+        for vcpu_id in ids:
+            table.add_column(f"vcpu{vcpu_id} /s", justify="right")
+    section = None
+    for row in stat_rows(cur):
+        if not (row.total or show_all):
+            continue
+        if row.section != section:
+            section = row.section
+            table.add_row(Text(f"[{section}]", style="bold"))
+        table.add_row(row.name, str(row.total), *_rate_cells(row, per_second, len(ids)))
+    return table
+
+
+def _rate_cells(row: StatRow, per_second: dict[tuple[str, str], list[float]],
+                nr_vcpus: int) -> list[str]:
+    rate = per_second.get(row.key)
+    if rate is None or row.name in INSTANT_STATS:
+        return [""] * (1 + (nr_vcpus if nr_vcpus > 1 else 0))
+    cells = [_rate(sum(rate))]
+    if nr_vcpus > 1:
+        cells += [_rate(r) for r in rate] if row.per_vcpu else [""] * nr_vcpus
+    return cells
+
+
+def _rate(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"

@@ -33,6 +33,7 @@ from softkvm.arch import gic as G
 from softkvm.hw.vcpu_if import VcpuInterface
 from softkvm.kvm import uapi
 from softkvm.kvm.errors import KvmError
+from softkvm.kvm.trace import Tracer
 from softkvm.kvm.vgic import vgic_init as I
 from softkvm.kvm.vgic import vgic_v3 as V3
 from softkvm.kvm.vgic.arm_vgic import (
@@ -109,6 +110,7 @@ class Vgic:
     spis: list[VgicIrq] = field(default_factory=list)
     cpus: list[VgicCpu] = field(default_factory=list)
     ack_notifiers: list[AckNotifier] = field(default_factory=list)
+    tracer: Tracer = field(default_factory=Tracer)   # the VM's, once created through it
 
     def __post_init__(self) -> None:
         self.lock = VgicLock(self._kick_now)
@@ -245,6 +247,9 @@ class Vgic:
         """Raise or lower an interrupt line: 0 or -errno. ``vcpu_id`` selects the bank of a
         private INTID and is ignored for SPIs. Owners are compared by identity: a line owned by
         an in-kernel device (timer, PMU) ignores everyone else, userspace (None) included."""
+        if self.tracer.on:
+            self.tracer.emit("vgic_update_irq_pending", -1 if vcpu_id is None else vcpu_id,
+                             irq=intid, level=bool(level))
         with self.lock:
             ret = I.vgic_lazy_init(self)
             if ret:

@@ -33,6 +33,7 @@ from softkvm.arch import gic as G
 from softkvm.kvm import uapi
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.eventfd import KvmIrqfds
+from softkvm.kvm.trace import Tracer
 
 if TYPE_CHECKING:
     from softkvm.kvm.vgic.vgic import Vgic
@@ -68,8 +69,9 @@ class VgicIrqRouting:
     """The VM's GSI routing onto the vGIC, and the :class:`~softkvm.kvm.eventfd.IrqfdChip`
     the generic irqfd code drives. The vGIC is looked up on each use (it may come later)."""
 
-    def __init__(self, vgic_of: Callable[[], Vgic | None]) -> None:
+    def __init__(self, vgic_of: Callable[[], Vgic | None], tracer: Tracer | None = None) -> None:
         self._vgic_of = vgic_of
+        self._tracer = tracer if tracer is not None else Tracer()
         self._table: _Table | None = None        # None: the default routing
         self._ack_handler: Callable[[int], None] | None = None
         self._ack_vgic: Vgic | None = None       # where our ack notifier is registered
@@ -153,6 +155,8 @@ class VgicIrqRouting:
         spi = pin + G.SPI_BASE
         if not vgic.valid_spi(spi):
             return -errno.EINVAL
+        if self._tracer.on:  # trace_kvm_set_irq(gsi, level, irq_source_id), with the SPI
+            self._tracer.emit("kvm_set_irq", -1, gsi=gsi, level=bool(level), intid=spi)
         return vgic.kvm_vgic_inject_irq(None, spi, level, None)
 
     def set_ack_handler(self, handler: Callable[[int], None] | None) -> None:
@@ -170,6 +174,8 @@ class VgicIrqRouting:
         """The vGIC's ack notifier: ``kvm_notify_acked_irq(kvm, 0, pin)``."""
         handler = self._ack_handler
         gsi = self.kvm_irq_map_chip_pin(0, spi_index)
+        if self._tracer.on:  # trace_kvm_ack_irq(irqchip, pin)
+            self._tracer.emit("kvm_ack_irq", -1, irqchip=0, pin=spi_index, gsi=gsi)
         if handler is not None and gsi is not None:
             handler(gsi)
 
@@ -200,6 +206,7 @@ class IrqfdVm(Protocol):
 
     vgic: Any            # the in-kernel Vgic, or None
     lock: Any            # the VM's re-entrant lock
+    tracer: Any          # the VM's Tracer (softkvm.kvm.trace)
 
 
 @dataclass(slots=True)
@@ -221,8 +228,10 @@ def vm_irqfd(vm: IrqfdVm, create: bool = True) -> VmIrqfd | None:
         with vm.lock:
             state = getattr(vm, _ATTR, None)
             if state is None:
-                routing = VgicIrqRouting(lambda: vm.vgic)
-                state = VmIrqfd(routing, KvmIrqfds(routing, name=f"irqfd-vm{id(vm):x}"))
+                tracer = getattr(vm, "tracer", None)
+                routing = VgicIrqRouting(lambda: vm.vgic, tracer)
+                state = VmIrqfd(routing, KvmIrqfds(routing, name=f"irqfd-vm{id(vm):x}",
+                                                   tracer=tracer))
                 setattr(vm, _ATTR, state)
     return state
 

@@ -105,6 +105,8 @@ def write_sgir(dist: Vgic, source: int, _addr: int, _size: int, value: int) -> N
         irq.pending_latch = True
         irq.source |= 1 << source
         dist.queue_irq(irq)
+    if dist.tracer.on:
+        dist.tracer.emit("vgic_send_sgi", source, intid=intid, targets=targets & ((1 << nr) - 1))
 
 
 def read_sgipend(dist: Vgic, vcpu: int, addr: int, size: int) -> int:

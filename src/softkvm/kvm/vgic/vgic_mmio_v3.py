@@ -274,11 +274,15 @@ def vgic_v3_dispatch_sgi(dist: Vgic, sender: int, reg: int, allow_group1: bool) 
     """Make SGI ``INTID`` pending on each target; an access allowed only group 0 (SGI0R,
     ASGI1R) drops group-1 SGIs. No source is recorded under GICv3."""
     sgi = G.ICC_SGI1R_F.INTID.get(reg)
-    for target in _sgi_targets(dist, sender, reg):
+    targets = _sgi_targets(dist, sender, reg)
+    for target in targets:
         irq = dist.get_irq(target, sgi)
         if irq is not None and (irq.group == 0 or allow_group1):
             irq.pending_latch = True
             dist.queue_irq(irq)
+    if dist.tracer.on:
+        dist.tracer.emit("vgic_send_sgi", sender, intid=sgi,
+                         targets=sum(1 << t for t in targets))
 
 
 # --- KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO -----------------------------------------------------------

@@ -33,7 +33,7 @@ class UserIrqChip:
 
 
 def create(vm: Vm, layout: VirtLayout, bus: Bus, runner: Runner) -> UserIrqChip:
-    gic = UserGic(len(vm.vcpus), VmCpuLines(vm), nr_irqs=256)
+    gic = UserGic(len(vm.vcpus), VmCpuLines(vm), nr_irqs=256, tracer=vm.tracer)
     context = VcpuContext()
     dist, cpuif = gic.banked_windows(context)
     bus.add(layout.gic_dist.base, layout.gic_dist.size, dist, "gic-dist")

@@ -44,6 +44,7 @@ from softkvm.vmm.irqchip.user_gic.gic import (DEFAULT_NR_IRQS, LINE_FIQ, LINE_IR
 
 if TYPE_CHECKING:
     from softkvm.kvm.api import Vcpu, Vm
+    from softkvm.kvm.trace import Tracer
     from softkvm.kvm.kvm_run import KvmRun
     from softkvm.vmm.bus import BusDevice
 
@@ -116,8 +117,8 @@ class UserGic:
     """A GICv2 for ``nr_cpus`` vCPUs and ``nr_irqs`` INTIDs, driving ``set_cpu_line``."""
 
     def __init__(self, nr_cpus: int, set_cpu_line: LineSink,
-                 nr_irqs: int = DEFAULT_NR_IRQS) -> None:
-        self.model = GicModel(nr_cpus, set_cpu_line, nr_irqs)
+                 nr_irqs: int = DEFAULT_NR_IRQS, tracer: Tracer | None = None) -> None:
+        self.model = GicModel(nr_cpus, set_cpu_line, nr_irqs, tracer)
         self._dists = tuple(Distributor(self.model, c) for c in range(nr_cpus))
         self._cpuifs = tuple(CpuInterface(self.model, c) for c in range(nr_cpus))
         self._device_bits = [0] * nr_cpus   # slot i is written by vCPU i's thread only

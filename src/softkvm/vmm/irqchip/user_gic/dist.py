@@ -277,6 +277,9 @@ def _write_sgir(model: GicModel, source: int, _rel: int, _size: int, value: int)
             irq = model.cpus[cpu].private[intid]
             irq.sources |= 1 << source
             model.refresh(irq)
+    if model.tracer.on:
+        model.tracer.emit("user_gic_send_sgi", source, intid=intid,
+                          targets=targets & model.cpu_mask)
 
 
 def _sgis(model: GicModel, cpu: int, rel: int, size: int) -> list[tuple[int, IrqState]]:

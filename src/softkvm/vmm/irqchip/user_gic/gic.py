@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from softkvm.arch import gic as G
 from softkvm.errors import ConfigError
+from softkvm.kvm.trace import Tracer
 
 LineSink = Callable[[int, int, bool], None]   # (cpu, LINE_IRQ or LINE_FIQ, level)
 LINE_IRQ = 0                                  # KVM_ARM_IRQ_CPU_IRQ
@@ -117,7 +118,7 @@ class GicModel:
     """A GICv2 distributor and ``nr_cpus`` CPU interfaces driving ``set_cpu_line``."""
 
     def __init__(self, nr_cpus: int, set_cpu_line: LineSink,
-                 nr_irqs: int = DEFAULT_NR_IRQS) -> None:
+                 nr_irqs: int = DEFAULT_NR_IRQS, tracer: Tracer | None = None) -> None:
         if not 1 <= nr_cpus <= MAX_CPUS:
             raise ConfigError(f"a GICv2 serves 1 to {MAX_CPUS} CPUs, not {nr_cpus}: "
                               f"use --gic v3 for more vCPUs")
@@ -133,6 +134,7 @@ class GicModel:
         self._set_cpu_line = set_cpu_line
         self._lock = threading.Lock()
         self._out_lock = threading.Lock()   # orders output publication; taken before _lock
+        self.tracer = tracer if tracer is not None else Tracer()   # the VM's, for --trace
 
     # --- locking and outputs --------------------------------------------------------------------
 
@@ -198,6 +200,9 @@ class GicModel:
         if level and irq.edge:
             irq.latch = True
         self.refresh(irq)
+        if self.tracer.on:
+            self.tracer.emit("user_gic_set_irq", -1 if irq.owner is None else irq.owner,
+                             intid=irq.intid, level=level)
 
     # --- forwarding and priority (IHI 0048B 3.3) -------------------------------------------------
 
@@ -296,6 +301,9 @@ class GicModel:
         else:
             cpu.apr |= bit
         self.refresh(irq)
+        if self.tracer.on:
+            self.tracer.emit("user_gic_ack", cpu.index, intid=irq.intid,
+                             source=source if irq.is_sgi else None, group=irq.group)
         return self._iar_value(irq, source)
 
     def highest_pending_id(self, cpu_index: int, alias: bool) -> int:
@@ -331,6 +339,9 @@ class GicModel:
         intid = G.GICC_IAR_F.InterruptID.get(value)
         if intid >= G.SPECIAL_INTID_BASE:
             return
+        if self.tracer.on:
+            self.tracer.emit("user_gic_eoi", cpu_index, intid=intid,
+                             eoimode=cpu.flag(G.GICC_CTLR_F.EOImode))
         self._drop_priority(cpu, alias)
         irq = self.irq(cpu_index, intid)
         if irq is None or cpu.flag(G.GICC_CTLR_F.EOImode):
@@ -346,6 +357,8 @@ class GicModel:
         intid = G.GICC_IAR_F.InterruptID.get(value)
         if intid >= G.SPECIAL_INTID_BASE or not cpu.flag(G.GICC_CTLR_F.EOImode):
             return
+        if self.tracer.on:
+            self.tracer.emit("user_gic_dir", cpu_index, intid=intid)
         irq = self.irq(cpu_index, intid)
         if irq is not None:
             self._deactivate(irq)
