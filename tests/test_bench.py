@@ -88,6 +88,5 @@ def test_results_json_summary_readme_and_plots(short_runs, tmp_path):
     assert report.update_readme(tmp_path, readme)
     text = readme.read_text()
     assert "old" not in text and "HVC round trip" in text and text.endswith("tail\n")
-    pytest.importorskip("matplotlib")
     written = report.write_report(tmp_path, readme=None)
     assert {p.name for p in written} >= {"costs.png", "latency.png", "summary.md"}
