@@ -95,12 +95,9 @@ static void run_phase(const char *op, struct phase *p, uint64_t want)
 
 void bench_irqfd(void)
 {
-	irq_set_handler(SPI_EDGE, edge_handler);
-	irq_set_handler(SPI_LEVEL, level_handler);
-	irq_set_handler(SPI_LAT, lat_handler);
-	gic_setup_irq(SPI_EDGE, GIC_PRIO_DEFAULT, 1, 0);
-	gic_setup_irq(SPI_LEVEL, GIC_PRIO_DEFAULT, 0, 0);
-	gic_setup_irq(SPI_LAT, GIC_PRIO_DEFAULT, 1, 0);
+	gic_request_irq(SPI_EDGE, edge_handler, GIC_PRIO_DEFAULT, 1, 0);
+	gic_request_irq(SPI_LEVEL, level_handler, GIC_PRIO_DEFAULT, 0, 0);
+	gic_request_irq(SPI_LAT, lat_handler, GIC_PRIO_DEFAULT, 1, 0);
 	irq_disable();
 	run_phase("irqfd-edge", &edge, bp.irqfd_edge);
 	run_phase("irqfd-level", &level, bp.irqfd_level);

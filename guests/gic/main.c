@@ -321,12 +321,9 @@ static int same_handler(struct irq_ctx *c)
 
 static void test_priority(void)
 {
-	irq_set_handler(SGI_LOW, low_handler);
-	irq_set_handler(SGI_HIGH, high_handler);
-	irq_set_handler(SGI_SAME, same_handler);
-	gic_setup_irq(SGI_LOW, PRIO_LOW, 1, 0);
-	gic_setup_irq(SGI_HIGH, PRIO_HIGH, 1, 0);
-	gic_setup_irq(SGI_SAME, PRIO_LOW, 1, 0);
+	gic_request_irq(SGI_LOW, low_handler, PRIO_LOW, 1, 0);
+	gic_request_irq(SGI_HIGH, high_handler, PRIO_HIGH, 1, 0);
+	gic_request_irq(SGI_SAME, same_handler, PRIO_LOW, 1, 0);
 	gic_set_bpr(0); /* minimum: the group priority keeps every implemented bit we use */
 	report(gic_running_priority() == GIC_PRIO_IDLE, "priority-rpr-idle: running priority 0x%02x outside handlers",
 	       gic_running_priority());
@@ -604,10 +601,8 @@ static int spi_handler(struct irq_ctx *c)
 
 static void test_spi(void)
 {
-	irq_set_handler(SPI_EDGE, spi_handler);
-	irq_set_handler(SPI_LEVEL, spi_handler);
-	gic_setup_irq(SPI_EDGE, GIC_PRIO_DEFAULT, 1, 0);
-	gic_setup_irq(SPI_LEVEL, GIC_PRIO_DEFAULT, 0, 0);
+	gic_request_irq(SPI_EDGE, spi_handler, GIC_PRIO_DEFAULT, 1, 0);
+	gic_request_irq(SPI_LEVEL, spi_handler, GIC_PRIO_DEFAULT, 0, 0);
 	irq_enable();
 	puts("READY spi");
 

@@ -48,10 +48,8 @@ int main(void)
 	if (gic_init_flags(bootarg_present("early") ? GIC_INIT_KEEP_PENDING : 0) != 0)
 		return 1;
 	printf("irqfd: expecting edge=%lu level=%lu\n", want_edge, want_level);
-	irq_set_handler(SPI_EDGE, handler);
-	irq_set_handler(SPI_LEVEL, handler);
-	gic_setup_irq(SPI_EDGE, GIC_PRIO_DEFAULT, 1, 0);
-	gic_setup_irq(SPI_LEVEL, GIC_PRIO_DEFAULT, 0, 0);
+	gic_request_irq(SPI_EDGE, handler, GIC_PRIO_DEFAULT, 1, 0);
+	gic_request_irq(SPI_LEVEL, handler, GIC_PRIO_DEFAULT, 0, 0);
 	irq_enable();
 	puts("READY irqfd");
 

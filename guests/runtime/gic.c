@@ -621,3 +621,9 @@ void timer_arm_ms(enum timer_id t, uint64_t ms)
 	timer_set_cval(t, timer_counter(t) + ticks_from_us(ms * 1000));
 	timer_set_ctl(t, CNT_CTL_ENABLE);
 }
+
+void gic_request_irq(unsigned intid, irq_handler fn, uint8_t prio, int edge, unsigned target_cpu)
+{
+	irq_set_handler(intid, fn);
+	gic_setup_irq(intid, prio, edge, target_cpu);
+}

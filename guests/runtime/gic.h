@@ -107,6 +107,8 @@ struct irq_ctx {
 #define IRQ_HANDLED 1 /* the handler did EOI/DIR itself, or deliberately left it active */
 typedef int (*irq_handler)(struct irq_ctx *c);
 void irq_set_handler(unsigned intid, irq_handler fn); /* 0 removes it */
+/* irq_set_handler + gic_setup_irq: the INTID handled by `fn`, configured and enabled. */
+void gic_request_irq(unsigned intid, irq_handler fn, uint8_t prio, int edge, unsigned target_cpu);
 uint64_t irq_spurious_count(unsigned cpu); /* IAR reads of 1020..1023 */
 uint64_t irq_taken_count(unsigned cpu);    /* IRQ exceptions with a real INTID */
 

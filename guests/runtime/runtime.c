@@ -346,33 +346,36 @@ int memcmp(const void *a, const void *b, uint64_t n)
 	return 0;
 }
 
+/* The next space-separated word of the bootargs at *s: its start, its length in *len; NULL at
+ * the end.  *s moves past it. */
+static const char *next_bootarg(const char **s, uint64_t *len)
+{
+	while (**s == ' ')
+		(*s)++;
+	if (!**s)
+		return 0;
+	const char *word = *s;
+	for (*len = 0; word[*len] && word[*len] != ' '; (*len)++)
+		;
+	*s += *len;
+	return word;
+}
+
 int bootarg_present(const char *word)
 {
-	const char *s = fdt_bootargs();
-	uint64_t n = strlen(word);
-	while (*s) {
-		while (*s == ' ')
-			s++;
-		uint64_t len = 0;
-		while (s[len] && s[len] != ' ')
-			len++;
-		if (len == n && n && strncmp(s, word, n) == 0)
+	const char *s = fdt_bootargs(), *w;
+	uint64_t n = strlen(word), len;
+	while ((w = next_bootarg(&s, &len)))
+		if (len == n && n && strncmp(w, word, n) == 0)
 			return 1;
-		s += len;
-	}
 	return 0;
 }
 
 uint64_t bootarg_uint(const char *key, uint64_t dflt)
 {
-	const char *s = fdt_bootargs();
-	uint64_t n = strlen(key);
-	while (*s) {
-		while (*s == ' ')
-			s++;
-		uint64_t len = 0;
-		while (s[len] && s[len] != ' ')
-			len++;
+	const char *args = fdt_bootargs(), *s;
+	uint64_t n = strlen(key), len;
+	while ((s = next_bootarg(&args, &len))) {
 		if (len > n + 1 && strncmp(s, key, n) == 0 && s[n] == '=') {
 			const char *p = s + n + 1, *end = s + len;
 			unsigned base = 10;
@@ -395,7 +398,6 @@ uint64_t bootarg_uint(const char *key, uint64_t dflt)
 			}
 			return v;
 		}
-		s += len;
 	}
 	return dflt;
 }

@@ -25,71 +25,38 @@ enum timer_id { TIMER_VIRT = 0, TIMER_PHYS = 1 };
 unsigned timer_ppi(enum timer_id t); /* INTID from the DT (or the default) */
 const char *timer_name(enum timer_id t); /* "vtimer" / "ptimer" */
 
-static inline uint64_t timer_counter(enum timer_id t)
-{
-	uint64_t v;
-	if (t == TIMER_VIRT)
-		__asm__ volatile("isb\n mrs %0, cntvct_el0" : "=r"(v)::"memory");
-	else
-		__asm__ volatile("isb\n mrs %0, cntpct_el0" : "=r"(v)::"memory");
-	return v;
-}
+/* Each timer register is its own MRS/MSR encoding: one accessor pair per register, the timer
+ * chosen at run time.  Writes end with an ISB so that they take effect before what follows. */
+#define TIMER_READ(fn, type, vreg, preg)                                              \
+	static inline type fn(enum timer_id t)                                        \
+	{                                                                             \
+		uint64_t v;                                                           \
+		if (t == TIMER_VIRT)                                                  \
+			__asm__ volatile("isb\n mrs %0, " vreg : "=r"(v)::"memory"); \
+		else                                                                  \
+			__asm__ volatile("isb\n mrs %0, " preg : "=r"(v)::"memory"); \
+		return (type)v;                                                       \
+	}
+#define TIMER_WRITE(fn, type, vreg, preg)                                               \
+	static inline void fn(enum timer_id t, type value)                              \
+	{                                                                               \
+		uint64_t v = (uint64_t)value;                                           \
+		if (t == TIMER_VIRT)                                                    \
+			__asm__ volatile("msr " vreg ", %0\n isb" ::"r"(v) : "memory"); \
+		else                                                                    \
+			__asm__ volatile("msr " preg ", %0\n isb" ::"r"(v) : "memory"); \
+	}
 
-static inline uint32_t timer_get_ctl(enum timer_id t)
-{
-	uint64_t v;
-	if (t == TIMER_VIRT)
-		__asm__ volatile("mrs %0, cntv_ctl_el0" : "=r"(v)::"memory");
-	else
-		__asm__ volatile("mrs %0, cntp_ctl_el0" : "=r"(v)::"memory");
-	return (uint32_t)v;
-}
-
-static inline void timer_set_ctl(enum timer_id t, uint32_t ctl)
-{
-	uint64_t v = ctl;
-	if (t == TIMER_VIRT)
-		__asm__ volatile("msr cntv_ctl_el0, %0\n isb" ::"r"(v) : "memory");
-	else
-		__asm__ volatile("msr cntp_ctl_el0, %0\n isb" ::"r"(v) : "memory");
-}
-
-static inline uint64_t timer_get_cval(enum timer_id t)
-{
-	uint64_t v;
-	if (t == TIMER_VIRT)
-		__asm__ volatile("mrs %0, cntv_cval_el0" : "=r"(v)::"memory");
-	else
-		__asm__ volatile("mrs %0, cntp_cval_el0" : "=r"(v)::"memory");
-	return v;
-}
-
-static inline void timer_set_cval(enum timer_id t, uint64_t cval)
-{
-	if (t == TIMER_VIRT)
-		__asm__ volatile("msr cntv_cval_el0, %0\n isb" ::"r"(cval) : "memory");
-	else
-		__asm__ volatile("msr cntp_cval_el0, %0\n isb" ::"r"(cval) : "memory");
-}
-
-static inline int32_t timer_get_tval(enum timer_id t)
-{
-	uint64_t v;
-	if (t == TIMER_VIRT)
-		__asm__ volatile("isb\n mrs %0, cntv_tval_el0" : "=r"(v)::"memory");
-	else
-		__asm__ volatile("isb\n mrs %0, cntp_tval_el0" : "=r"(v)::"memory");
-	return (int32_t)(uint32_t)v;
-}
-
-static inline void timer_set_tval(enum timer_id t, int32_t tval)
-{
-	uint64_t v = (uint64_t)(uint32_t)tval;
-	if (t == TIMER_VIRT)
-		__asm__ volatile("msr cntv_tval_el0, %0\n isb" ::"r"(v) : "memory");
-	else
-		__asm__ volatile("msr cntp_tval_el0, %0\n isb" ::"r"(v) : "memory");
-}
+TIMER_READ(timer_counter, uint64_t, "cntvct_el0", "cntpct_el0")
+TIMER_READ(timer_get_ctl, uint32_t, "cntv_ctl_el0", "cntp_ctl_el0")
+TIMER_WRITE(timer_set_ctl, uint32_t, "cntv_ctl_el0", "cntp_ctl_el0")
+TIMER_READ(timer_get_cval, uint64_t, "cntv_cval_el0", "cntp_cval_el0")
+TIMER_WRITE(timer_set_cval, uint64_t, "cntv_cval_el0", "cntp_cval_el0")
+/* TVAL is a signed 32-bit view (CVAL - counter); written zero-extended. */
+TIMER_READ(timer_get_tval_raw, uint32_t, "cntv_tval_el0", "cntp_tval_el0")
+TIMER_WRITE(timer_set_tval_raw, uint32_t, "cntv_tval_el0", "cntp_tval_el0")
+static inline int32_t timer_get_tval(enum timer_id t) { return (int32_t)timer_get_tval_raw(t); }
+static inline void timer_set_tval(enum timer_id t, int32_t tval) { timer_set_tval_raw(t, (uint32_t)tval); }
 
 static inline int timer_istatus(enum timer_id t) { return (timer_get_ctl(t) & CNT_CTL_ISTATUS) != 0; }
 
