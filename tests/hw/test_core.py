@@ -2,6 +2,7 @@
 
 import pytest
 from unicorn import arm64_const as A
+from unicorn import unicorn_const as U
 
 from softkvm.arch import esr as E
 from softkvm.arch import sysregs as S
@@ -134,3 +135,37 @@ def test_data_abort_under_mmu_off_reflects_nothing_but_exits(core_vm):
     exit_ = run_code(vm, core, ram, f"ldr x1, ={RAM_END}\n ldr x2, [x1]")
     assert exit_.kind is ExitKind.DABT and exit_.addr == RAM_END
     assert core.stats.reflected == {}
+
+
+@pytest.mark.parametrize("reported_pc_offset", [0, 8])
+def test_unbacked_access_found_from_a_block_start_pc(core_vm, reported_pc_offset):
+    """The PC the core reports for an unbacked access may be its block's start: the exit still
+    names the instruction that made the access, with the PC moved onto it and nothing re-run."""
+    vm, core, ram = core_vm
+    load(vm, ram, CODE, """
+        mov x5, #1
+        str w4, [x6]          // RAM: same size, another address
+        add x5, x5, #1
+        str w3, [x2, #0x38]   // the unbacked access
+        b .
+    """)
+    core.set_x(2, 0x09000000)
+    core.set_x(3, 0x50)
+    core.set_x(6, RAM_BASE + 0x1000)
+    core.set_pc(CODE + 12 - reported_pc_offset)     # what Unicorn reported
+    core.state.mem_type, core.state.mem_addr = U.UC_MEM_WRITE_UNMAPPED, 0x09000038
+    core.state.mem_size, core.state.mem_value = 4, 0x50
+    exit_ = core._unmapped_exit()
+    assert exit_.kind is ExitKind.DABT and exit_.insn is not None
+    assert (exit_.insn.rt, exit_.insn.rn, exit_.insn.offset) == (3, 2, 0x38)
+    assert core.get_pc() == CODE + 12
+
+
+def test_unbacked_access_with_no_matching_instruction_has_no_decode(core_vm):
+    vm, core, ram = core_vm
+    load(vm, ram, CODE, "mov x5, #1\n add x5, x5, #1\n b .")
+    core.set_pc(CODE)
+    core.state.mem_type, core.state.mem_addr = U.UC_MEM_WRITE_UNMAPPED, 0x09000038
+    core.state.mem_size, core.state.mem_value = 4, 0
+    assert core._unmapped_exit().insn is None
+    assert core.get_pc() == CODE

@@ -22,7 +22,7 @@ from unicorn import unicorn_const as U
 from softkvm.arch import esr as E
 from softkvm.arch import sysregs as S
 from softkvm.hw import native as N
-from softkvm.hw.mmio_decode import MmioInsn, decode
+from softkvm.hw.mmio_decode import MmioInsn, decode, extend_index
 
 # QEMU exception numbers seen by UC_HOOK_INTR (target/arm/cpu.h EXCP_*).
 EXCP_UDEF = 1
@@ -45,6 +45,9 @@ TIMER_REGS = (S.CNTV_CTL_EL0, S.CNTV_CVAL_EL0, S.CNTV_TVAL_EL0,
 X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(31)]
 REG_PC = A.UC_ARM64_REG_PC
 REG_SP = A.UC_ARM64_REG_SP
+MASK64 = 0xFFFFFFFFFFFFFFFF
+# How far past a reported PC the faulting access is looked for: a translation block's length.
+_BLOCK_SCAN_LIMIT = 64
 REG_PSTATE = A.UC_ARM64_REG_PSTATE
 
 _CTL_TLB_FLUSH_WRITE = (U.UC_CTL_IO_WRITE << 30) | U.UC_CTL_TLB_FLUSH  # UC_CTL_WRITE(.., 0)
@@ -238,10 +241,43 @@ class Core:
             return CoreExit(ExitKind.IABT, addr=st.mem_addr)
         is_write = st.mem_type == U.UC_MEM_WRITE_UNMAPPED
         size = st.mem_size
-        word = self.read_insn(self.raw.read(REG_PC))
-        insn = decode(word) if word is not None else None
+        insn = self._faulting_access(st.mem_addr, size, is_write)
         return CoreExit(ExitKind.DABT, addr=st.mem_addr, size=size, is_write=is_write,
                         value=st.mem_value & ((1 << (8 * size)) - 1), insn=insn)
+
+    def _faulting_access(self, pa: int, size: int, is_write: bool) -> MmioInsn | None:
+        """The load/store that made the unbacked access, with the PC moved onto it.
+
+        Unicorn normally leaves the PC on the faulting instruction, but after a long slice it
+        was seen to report the start of the translation block instead (registers already past
+        the instructions before the access). The block is then scanned forward for the one
+        instruction that makes exactly this access with the current registers; nothing is
+        re-executed. None when no instruction matches (the caller answers with an abort)."""
+        pc = self.raw.read(REG_PC)
+        for index in range(_BLOCK_SCAN_LIMIT):
+            word = self.read_insn(pc + 4 * index)
+            if word is None:
+                return None
+            insn = decode(word)
+            if insn is not None and self._makes_access(insn, pa, size, is_write):
+                if index:
+                    self.set_pc(pc + 4 * index)
+                return insn
+        return None
+
+    def _makes_access(self, insn: MmioInsn, pa: int, size: int, is_write: bool) -> bool:
+        if insn.size != size or insn.is_load == is_write:
+            return False
+        base = self.raw.read(REG_SP) if insn.rn == 31 else self.get_x(insn.rn)
+        va = base + insn.offset
+        if insn.rm is not None:
+            va += extend_index(self.get_x(insn.rm), insn.extend, insn.shift)
+        out = ctypes.c_uint64()
+        prot = U.UC_PROT_WRITE if is_write else U.UC_PROT_READ
+        if self.native.uclib.uc_vmem_translate(self.uc._uch, ctypes.c_uint64(va & MASK64), prot,
+                                               ctypes.byref(out)) != 0:
+            return False
+        return out.value == pa
 
     def read_insn(self, va: int) -> int | None:
         """The instruction word at ``va`` through the guest's current translation."""

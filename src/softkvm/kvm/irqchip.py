@@ -68,13 +68,12 @@ def connect_vcpu(vgic: Vgic, vcpu: Vcpu) -> None:
     vif = vgic.vcpu_if(vcpu_id)
 
     def on_change() -> None:  # the virtual CPU interface re-drives the core's inputs
-        core.set_irq_lines(*vif.signal())
-        # Always leave the slice: the core notices HCR_EL2.VI/VF only back in its main loop, the
-        # interface may raise its maintenance interrupt, and a slice that went on after in-slice
-        # GICv3 accesses was seen to report a later unbacked store at its block's start instead
-        # of at the store (a PL011 write after the guest's GIC set-up), which KVM_EXIT_MMIO
-        # cannot decode.
-        core.kick()
+        # An exit is needed when the lines changed (the core notices HCR_EL2.VI/VF only back in
+        # its main loop) or when the interface raises its maintenance interrupt (e.g. EOI of an
+        # LR that asked for it): that is a host interrupt, which takes the vCPU out for KVM to
+        # fold and refill the list registers. Anything else needs no exit, as on hardware.
+        if core.set_irq_lines(*vif.signal()) or vif.maintenance():
+            core.kick()
 
     vif.on_change = on_change
     vif.tracer, vif.trace_vcpu = vcpu.tracer, vcpu_id  # the guest's acks/EOIs in the trace
