@@ -268,16 +268,29 @@ class Core:
     def _makes_access(self, insn: MmioInsn, pa: int, size: int, is_write: bool) -> bool:
         if insn.size != size or insn.is_load == is_write:
             return False
-        base = self.raw.read(REG_SP) if insn.rn == 31 else self.get_x(insn.rn)
-        va = base + insn.offset
-        if insn.rm is not None:
-            va += extend_index(self.get_x(insn.rm), insn.extend, insn.shift)
         out = ctypes.c_uint64()
         prot = U.UC_PROT_WRITE if is_write else U.UC_PROT_READ
-        if self.native.uclib.uc_vmem_translate(self.uc._uch, ctypes.c_uint64(va & MASK64), prot,
-                                               ctypes.byref(out)) != 0:
+        if self.native.uclib.uc_vmem_translate(self.uc._uch, ctypes.c_uint64(self.access_va(insn)),
+                                               prot, ctypes.byref(out)) != 0:
             return False
         return out.value == pa
+
+    def base_reg(self, rn: int) -> int:
+        """A load/store's base register: X0-X30, or SP for 31."""
+        return self.raw.read(REG_SP) if rn == 31 else self.get_x(rn)
+
+    def set_base_reg(self, rn: int, value: int) -> None:
+        if rn == 31:
+            self.raw.write(REG_SP, value)
+        else:
+            self.set_x(rn, value)
+
+    def access_va(self, insn: MmioInsn) -> int:
+        """The virtual address ``insn`` accesses with the current registers."""
+        va = self.base_reg(insn.rn) + insn.offset
+        if insn.rm is not None:
+            va += extend_index(self.get_x(insn.rm), insn.extend, insn.shift)
+        return va & MASK64
 
     def read_insn(self, va: int) -> int | None:
         """The instruction word at ``va`` through the guest's current translation."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from softkvm.hw.clock import NS_PER_TICK, monotonic_ns
@@ -43,13 +43,28 @@ class _Watched:
     fired: list[bool] = field(default_factory=lambda: [False, False])
 
 
-def deadline_ns(state: SkvmVcpu, timer: int) -> int | None:
-    """Host CLOCK_MONOTONIC time at which ``timer``'s condition is met, if it can fire."""
-    t = state.timer[timer]
-    if t.ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
+def comparator_deadline_ns(ctl: int, cval: int, offset: int) -> int | None:
+    """Host CLOCK_MONOTONIC time at which a comparator's condition (counter - ``offset`` >=
+    ``cval``) is met, or None if its output is off (not enabled, or IMASK)."""
+    if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
         return None
-    physical = (t.cval + (state.cntvoff if timer == VTIMER else 0)) & MASK64
-    return physical * NS_PER_TICK
+    return ((cval + offset) & MASK64) * NS_PER_TICK
+
+
+def deadline_ns(state: SkvmVcpu, timer: int) -> int | None:
+    """Host time at which a loaded ``timer`` fires, if it can."""
+    t = state.timer[timer]
+    return comparator_deadline_ns(t.ctl, t.cval, state.cntvoff if timer == VTIMER else 0)
+
+
+def _armed(watched: _Watched) -> Iterator[tuple[int, int]]:
+    """(timer, deadline) of each timer that can raise the PPI now: unmasked, not yet fired."""
+    for timer in (VTIMER, PTIMER):
+        if watched.masked[timer] or watched.fired[timer]:
+            continue
+        when = deadline_ns(watched.state, timer)
+        if when is not None:
+            yield timer, when
 
 
 class TimerIrq:
@@ -123,13 +138,8 @@ class TimerIrq:
 
     def _sooner_locked(self, watched: _Watched) -> bool:
         """Whether ``watched`` has a live deadline before the watcher's planned wake-up."""
-        for timer in (VTIMER, PTIMER):
-            if watched.masked[timer] or watched.fired[timer]:
-                continue
-            when = deadline_ns(watched.state, timer)
-            if when is not None and (self._wake_at is None or when < self._wake_at):
-                return True
-        return False
+        return any(self._wake_at is None or when < self._wake_at
+                   for _timer, when in _armed(watched))
 
     def stop(self) -> None:
         self._stopped = True
@@ -174,12 +184,7 @@ class TimerIrq:
             for key, watched in self._watched.items():
                 if not watched.loaded:
                     continue
-                for timer in (VTIMER, PTIMER):
-                    if watched.masked[timer] or watched.fired[timer]:
-                        continue
-                    when = deadline_ns(watched.state, timer)
-                    if when is None:
-                        continue
+                for timer, when in _armed(watched):
                     if when <= now:
                         watched.fired[timer] = True
                         due.append((key, timer))

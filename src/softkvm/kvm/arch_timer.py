@@ -16,8 +16,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from softkvm.arch import sysregs as S
-from softkvm.hw.clock import HostTimers, HrTimer, counter_now, monotonic_ns, ticks_to_ns
-from softkvm.hw.generic_timer import CTL_ENABLE, CTL_IMASK, CTL_ISTATUS, PTIMER, VTIMER, TimerIrq
+from softkvm.hw.clock import HostTimers, HrTimer, counter_now, monotonic_ns
+from softkvm.hw.generic_timer import (
+    CTL_ENABLE,
+    CTL_IMASK,
+    CTL_ISTATUS,
+    PTIMER,
+    VTIMER,
+    TimerIrq,
+    comparator_deadline_ns,
+)
 from softkvm.kvm import uapi
 from softkvm.kvm.errors import KvmError
 
@@ -60,8 +68,6 @@ class ArchTimerCpu:
     bg_timer: HrTimer | None = None
     phys_active: list[bool] = field(default_factory=lambda: [False, False])
     ppi_fired: list[bool] = field(default_factory=lambda: [False, False])
-    saves: int = 0
-    restores: int = 0
 
 
 class ArchTimers:
@@ -145,10 +151,7 @@ class ArchTimers:
     def deadline_ns(self, vcpu: Vcpu, ctx: ArchTimerContext) -> int | None:
         """Host time at which ``ctx`` fires, or None if it cannot."""
         ctl, cval = self.registers(vcpu, ctx)
-        if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
-            return None
-        offset = self.cntvoff if ctx.index == VTIMER else 0
-        return ticks_to_ns((cval + offset) & MASK64)
+        return comparator_deadline_ns(ctl, cval, self.cntvoff if ctx.index == VTIMER else 0)
 
     def earliest_deadline_ns(self, vcpu: Vcpu) -> int | None:
         deadlines = [d for ctx in self.cpus[vcpu.vcpu_id].timers
@@ -213,7 +216,6 @@ class ArchTimers:
             if vcpu.tracer.on:
                 vcpu.tracer.emit("kvm_timer_restore_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
                                  cval=ctx.cnt_cval, timer=ctx.index)
-        cpu.restores += 1
         vcpu.stats.timer_restores += 1
         self.irq.load(vcpu)
 
@@ -231,7 +233,6 @@ class ArchTimers:
                 if vcpu.tracer.on:
                     vcpu.tracer.emit("kvm_timer_save_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
                                      cval=ctx.cnt_cval, timer=ctx.index)
-        cpu.saves += 1
         vcpu.stats.timer_saves += 1
         if blocking:
             deadline = self.earliest_deadline_ns(vcpu)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from softkvm.arch import esr as E
-from softkvm.hw.core import REG_SP, CoreExit
-from softkvm.hw.mmio_decode import MmioInsn, extend_index
+from softkvm.hw.core import CoreExit
+from softkvm.hw.mmio_decode import MmioInsn
 from softkvm.kvm import uapi
 
 if TYPE_CHECKING:
@@ -27,18 +27,6 @@ class PendingMmio:
     insn: MmioInsn
     addr: int
     far: int
-
-
-def _base(vcpu: Vcpu, rn: int) -> int:
-    core = vcpu.core
-    return core.raw.read(REG_SP) if rn == 31 else core.get_x(rn)
-
-
-def _fault_va(vcpu: Vcpu, insn: MmioInsn) -> int:
-    va = _base(vcpu, insn.rn) + insn.offset
-    if insn.rm is not None:
-        va += extend_index(vcpu.core.get_x(insn.rm), insn.extend, insn.shift)
-    return va & MASK64
 
 
 def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
@@ -55,7 +43,7 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
     run.mmio.is_write = not insn.is_load
     data = (vcpu.core.get_x(insn.rt) if not insn.is_load else 0) & ((1 << (8 * insn.size)) - 1)
     run.mmio.data[:] = data.to_bytes(8, "little")
-    vcpu.mmio_needed = PendingMmio(insn, exit_.addr, _fault_va(vcpu, insn))
+    vcpu.mmio_needed = PendingMmio(insn, exit_.addr, vcpu.core.access_va(insn))
     if vcpu.tracer.on:  # a write carries its data; a read is satisfied by userspace later
         vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id,
                          type="unsatisfied-read" if insn.is_load else "write", len=insn.size,
@@ -80,11 +68,7 @@ def kvm_handle_mmio_return(vcpu: Vcpu) -> None:
             vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id, type="read", len=insn.size,
                              gpa=pending.addr, val=raw)
     if insn.wb_imm is not None:
-        base = (_base(vcpu, insn.rn) + insn.wb_imm) & MASK64
-        if insn.rn == 31:
-            core.raw.write(REG_SP, base)
-        else:
-            core.set_x(insn.rn, base)
+        core.set_base_reg(insn.rn, (core.base_reg(insn.rn) + insn.wb_imm) & MASK64)
     core.set_pc(core.get_pc() + 4)
 
 
