@@ -345,7 +345,33 @@ SCENARIOS: tuple[Scenario, ...] = (
 # --- the in-kernel vGIC adapter ------------------------------------------------------------------
 
 
-class KernelVgic:
+class SetClearBits:
+    """The enable/pending/active parts of ``GicUnderTest`` through the set/clear-enable,
+    -pending and -active bit registers; a driver supplies ``_bit_write`` and ``_bit_read``."""
+
+    def _bit_write(self, vcpu: int, intid: int, set_off: int, clear_off: int, on: bool) -> None:
+        raise NotImplementedError
+
+    def _bit_read(self, vcpu: int, intid: int, off: int) -> bool:
+        raise NotImplementedError
+
+    def set_enabled(self, vcpu: int, intid: int, on: bool) -> None:
+        self._bit_write(vcpu, intid, G.GICD_ISENABLER, G.GICD_ICENABLER, on)
+
+    def set_pending(self, vcpu: int, intid: int, on: bool) -> None:
+        self._bit_write(vcpu, intid, G.GICD_ISPENDR, G.GICD_ICPENDR, on)
+
+    def set_active(self, vcpu: int, intid: int, on: bool) -> None:
+        self._bit_write(vcpu, intid, G.GICD_ISACTIVER, G.GICD_ICACTIVER, on)
+
+    def is_pending(self, vcpu: int, intid: int) -> bool:
+        return self._bit_read(vcpu, intid, G.GICD_ISPENDR)
+
+    def is_active(self, vcpu: int, intid: int) -> bool:
+        return self._bit_read(vcpu, intid, G.GICD_ISACTIVER)
+
+
+class KernelVgic(SetClearBits):
     """``GicUnderTest`` for softkvm's in-kernel vGIC, guest accesses through its MMIO/sysregs."""
 
     def __init__(self, model: str, nr_vcpus: int, nr_lr: int = 4) -> None:
@@ -438,21 +464,6 @@ class KernelVgic:
         value = self._read(vcpu, intid, G.GICD_ICFGR + 4 * word, G.GICR_ICFGR0 + 4 * word)
         value = G.Field(2 * slot + 1).put(value, int(edge))
         self._write(vcpu, intid, G.GICD_ICFGR + 4 * word, G.GICR_ICFGR0 + 4 * word, value)
-
-    def set_enabled(self, vcpu: int, intid: int, on: bool) -> None:
-        self._bit_write(vcpu, intid, G.GICD_ISENABLER, G.GICD_ICENABLER, on)
-
-    def set_pending(self, vcpu: int, intid: int, on: bool) -> None:
-        self._bit_write(vcpu, intid, G.GICD_ISPENDR, G.GICD_ICPENDR, on)
-
-    def set_active(self, vcpu: int, intid: int, on: bool) -> None:
-        self._bit_write(vcpu, intid, G.GICD_ISACTIVER, G.GICD_ICACTIVER, on)
-
-    def is_pending(self, vcpu: int, intid: int) -> bool:
-        return self._bit_read(vcpu, intid, G.GICD_ISPENDR)
-
-    def is_active(self, vcpu: int, intid: int) -> bool:
-        return self._bit_read(vcpu, intid, G.GICD_ISACTIVER)
 
     def set_target(self, intid: int, target: int) -> None:
         if self.v2:

@@ -20,14 +20,15 @@ from softkvm.arch import gic as G
 from softkvm.vmm.irqchip.user_gic import UserGic
 
 from tests.kvm.vgic.conformance import (SCENARIOS, Ack, AckEoi, Active, Boot, Call, Eoi, Irq,
-                                        Pending, Pulse, Rpr, Scenario, Sgi, Signal, run)
+                                        Pending, Pulse, Rpr, Scenario, SetClearBits, Sgi, Signal,
+                                        run)
 from tests.vmm.user_gic.helpers import FakeLines, Guest
 
 NR_IRQS = 96
 ALL_SPIS_TO_CPU0 = 0x01010101
 
 
-class UserGicAdapter:
+class UserGicAdapter(SetClearBits):
     """``GicUnderTest`` for the userspace GICv2."""
 
     model = "v2"
@@ -59,20 +60,8 @@ class UserGicAdapter:
     def _bit_write(self, vcpu: int, intid: int, set_off: int, clear_off: int, on: bool) -> None:
         self.guest.set_bit(set_off if on else clear_off, intid, cpu=vcpu)
 
-    def set_enabled(self, vcpu: int, intid: int, on: bool) -> None:
-        self._bit_write(vcpu, intid, G.GICD_ISENABLER, G.GICD_ICENABLER, on)
-
-    def set_pending(self, vcpu: int, intid: int, on: bool) -> None:
-        self._bit_write(vcpu, intid, G.GICD_ISPENDR, G.GICD_ICPENDR, on)
-
-    def set_active(self, vcpu: int, intid: int, on: bool) -> None:
-        self._bit_write(vcpu, intid, G.GICD_ISACTIVER, G.GICD_ICACTIVER, on)
-
-    def is_pending(self, vcpu: int, intid: int) -> bool:
-        return self.guest.bit(G.GICD_ISPENDR, intid, cpu=vcpu)
-
-    def is_active(self, vcpu: int, intid: int) -> bool:
-        return self.guest.bit(G.GICD_ISACTIVER, intid, cpu=vcpu)
+    def _bit_read(self, vcpu: int, intid: int, off: int) -> bool:
+        return self.guest.bit(off, intid, cpu=vcpu)
 
     def set_target(self, intid: int, target: int) -> None:
         self.guest.wr(G.GICD_ITARGETSR + intid, 1 << target, size=1)
