@@ -200,6 +200,29 @@ def handle_resampling(irq: VgicIrq, lr_deactivated: bool, lr_pending: bool) -> N
         set_phys_active(irq, False)
 
 
+def lr_hw_or_resample(lay: G.LrLayout, irq: VgicIrq, val: int, allow_pending: bool
+                      ) -> tuple[int, bool]:
+    """The part of populating a list register both GIC versions share: a HW mapping, or EOI
+    maintenance for a level interrupt; returns the LR value and whether it may still carry the
+    pending state (kernel: vgic_v2/v3_populate_lr)."""
+    if irq.hw and not needs_resampling(irq):
+        val |= lay.hw.val(1) | lay.pintid.val(irq.hwintid)
+        if irq.active:
+            allow_pending = False   # the pending state lives in the physical distributor
+    elif irq.config == VGIC_CONFIG_LEVEL:
+        val |= lay.eoi.val(1)       # EOI maintenance lets us resample the line
+        if irq.active:
+            allow_pending = False   # software resampling breaks on pending+active
+    return val, allow_pending
+
+
+def lr_consume_mapped_level(lay: G.LrLayout, irq: VgicIrq, val: int) -> None:
+    """A mapped level interrupt put in an LR as pending: only rising edges of its line reach
+    the vGIC from now on."""
+    if is_mapped_level(irq) and lay.state.get(val) & G.LR_STATE_PENDING:
+        irq.line_level = False
+
+
 def flush_sort_key(irq: VgicIrq) -> tuple[int, int, int]:
     """ap_list order on LR overflow: active first (they must stay in LRs so the guest can
     deactivate them), then pending and enabled by priority, then the rest (vgic_irq_cmp)."""

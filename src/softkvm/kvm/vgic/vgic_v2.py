@@ -19,10 +19,10 @@ from softkvm.kvm.vgic.arm_vgic import (
     VgicIrq,
     handle_resampling,
     irq_is_pending,
-    is_mapped_level,
+    lr_consume_mapped_level,
+    lr_hw_or_resample,
     is_multi_sgi,
     is_sgi,
-    needs_resampling,
 )
 
 LR = G.GICH_LR
@@ -41,14 +41,7 @@ def vgic_v2_populate_lr(irq: VgicIrq) -> int:
             val |= LR.eoi.val(1)
     if irq.group:
         val |= LR.group.val(1)
-    if irq.hw and not needs_resampling(irq):
-        val |= LR.hw.val(1) | LR.pintid.val(irq.hwintid)
-        if irq.active:
-            allow_pending = False   # the pending state lives in the physical distributor
-    elif irq.config == VGIC_CONFIG_LEVEL:
-        val |= LR.eoi.val(1)        # EOI maintenance lets us resample the line
-        if irq.active:
-            allow_pending = False   # software resampling breaks on pending+active
+    val, allow_pending = lr_hw_or_resample(LR, irq, val, allow_pending)
     if allow_pending and irq_is_pending(irq):
         val |= LR.state.val(G.LR_STATE_PENDING)
         if irq.config == VGIC_CONFIG_EDGE:
@@ -60,8 +53,7 @@ def vgic_v2_populate_lr(irq: VgicIrq) -> int:
             if irq.source:
                 irq.pending_latch = True
                 val |= LR.eoi.val(1)
-    if is_mapped_level(irq) and LR.state.get(val) & G.LR_STATE_PENDING:
-        irq.line_level = False      # only rising edges of a mapped line reach the vGIC
+    lr_consume_mapped_level(LR, irq, val)
     return LR.put_priority(val, irq.priority)
 
 

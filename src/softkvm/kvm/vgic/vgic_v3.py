@@ -22,8 +22,8 @@ from softkvm.kvm.vgic.arm_vgic import (
     VgicIrq,
     handle_resampling,
     irq_is_pending,
-    is_mapped_level,
-    needs_resampling,
+    lr_consume_mapped_level,
+    lr_hw_or_resample,
     ranges_overlap,
     vgic_check_iorange,
 )
@@ -43,20 +43,12 @@ def vgic_v3_populate_lr(irq: VgicIrq) -> int:
     allow_pending = True
     if irq.active:
         val |= LR.state.val(G.LR_STATE_ACTIVE)
-    if irq.hw and not needs_resampling(irq):
-        val |= LR.hw.val(1) | LR.pintid.val(irq.hwintid)
-        if irq.active:
-            allow_pending = False   # the pending state lives in the physical distributor
-    elif irq.config == VGIC_CONFIG_LEVEL:
-        val |= LR.eoi.val(1)        # EOI maintenance lets us resample the line
-        if irq.active:
-            allow_pending = False   # software resampling breaks on pending+active
+    val, allow_pending = lr_hw_or_resample(LR, irq, val, allow_pending)
     if allow_pending and irq_is_pending(irq):
         val |= LR.state.val(G.LR_STATE_PENDING)
         if irq.config == VGIC_CONFIG_EDGE:
             irq.pending_latch = False
-    if is_mapped_level(irq) and LR.state.get(val) & G.LR_STATE_PENDING:
-        irq.line_level = False      # only rising edges of a mapped line reach the vGIC
+    lr_consume_mapped_level(LR, irq, val)
     if irq.group:
         val |= LR.group.val(1)
     return LR.put_priority(val, irq.priority)
