@@ -7,6 +7,7 @@ import pytest
 from unicorn import arm64_const as A
 
 from softkvm.arch import esr as E
+from softkvm.arch import sysregs as S
 from softkvm.kvm import irq_line, uapi
 from tests.support.machine import (CODE, POWER_OFF, RAM_BASE, RAM_SIZE, VBAR, VECTORS, load,
                                    make_vm,
@@ -116,6 +117,73 @@ def test_fiq_line_is_taken_through_the_fiq_vector(guest):
     threading.Timer(0.5, vcpu.interrupt).start()
     run_source(guest, "msr daifclr, #1\n 1: b 1b")
     assert vcpu.core.get_pc() == VBAR + 0x200 + 0x100 + 4  # FIQ, current EL with SP_ELx; parked
+
+
+# Level-1 tables, 4K granule, 39-bit VA, TTBR1 walks off. Each 1 GiB slot maps all of RAM:
+# slot 1 at its own address (executable), slot 2 as data only (PXN, UXN, as Linux's linear
+# map), slot 3 as code at another address.
+TCR_39BIT = 25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23
+BLOCK = 1 << 10 | 3 << 8 | 1  # AF, inner shareable, MAIR attr 0, 1 GiB block
+XN = 1 << 53 | 1 << 54
+SLOTS = {1: RAM_BASE | BLOCK, 2: RAM_BASE | BLOCK | XN, 3: RAM_BASE | BLOCK}
+
+
+def _table(vm, ram, table: int, slots: tuple[int, ...]) -> None:
+    for index in slots:
+        at = table - RAM_BASE + 8 * index
+        ram[at: at + 8] = SLOTS[index].to_bytes(8, "little")
+    vm.notify_memory_written()
+
+
+def _mmu_on(table: int) -> str:
+    return (f"ldr x0, =0xff\n msr mair_el1, x0\n ldr x0, ={TCR_39BIT}\n msr tcr_el1, x0\n"
+            f"ldr x0, ={table}\n msr ttbr0_el1, x0\n isb\n"
+            "mrs x0, sctlr_el1\n orr x0, x0, #1\n msr sctlr_el1, x0\n isb\n")
+
+
+def _slot(pa: int, slot: int) -> int:
+    return pa - RAM_BASE + (slot << 30)
+
+
+def test_ic_ivau_through_a_data_alias_drops_just_that_page_on_the_other_vcpus():
+    """IC IVAU names code by any VA of it (Linux uses the non-executable linear map), and the
+    other vCPU may map that page elsewhere or not at all: it still drops its translations of
+    that physical page, and only of it."""
+    vm, vcpus, ram = make_vm(2)
+    try:
+        a, b = vcpus
+        boot, code_only = RAM_BASE + 0xA0000, RAM_BASE + 0xA1000
+        _table(vm, ram, boot, (1, 2, 3))
+        _table(vm, ram, code_only, (3,))  # B ends up here: no VA of its own is the page's PA
+        routine, other, entry = RAM_BASE + 0x90000, RAM_BASE + 0x92000, CODE + 0x800
+        load(vm, ram, routine, "mov x0, #1\n ret")
+        load(vm, ram, other, "mov x0, #5\n ret")
+        load(vm, ram, CODE, _mmu_on(boot) + f"ldr x9, ={_slot(entry, 3)}\n br x9")
+        load(vm, ram, entry, f"ldr x0, ={code_only}\n msr ttbr0_el1, x0\n tlbi vmalle1\n"
+             f"dsb ish\n isb\n ldr x9, ={_slot(routine, 3)}\n blr x9\n mov x20, x0\n"
+             f"ldr x9, ={_slot(other, 3)}\n blr x9\n mov x21, x0\n" + POWER_OFF)
+        start_at(b, CODE)
+        assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert (b.core.get_x(20), b.core.get_x(21)) == (1, 5)
+        writer = CODE + 0x1000
+        load(vm, ram, writer, _mmu_on(boot) + f"ldr x1, ={_slot(routine, 2)}\n"
+             f"ldr w2, ={0xD2800040}\n str w2, [x1]\n"  # mov x0, #2
+             "dc cvau, x1\n dsb ish\n ic ivau, x1\n dsb ish\n isb\n" + POWER_OFF)
+        b.pending_tb_flush = False  # the host's loads above flushed everyone: only IC may now
+        a.power_off = False
+        start_at(a, writer)
+        assert a.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert not b.pending_tb_flush and b.pending_code == {routine}
+        assert (vm.stats.remote_tb_flush, vm.stats.remote_tb_page_flush) == (0, 1)
+        # Behind the cores' backs (mov x0, #6): B keeps running its translation of that page.
+        ram[other - RAM_BASE: other - RAM_BASE + 4] = (0xD28000C0).to_bytes(4, "little")
+        b.power_off = False
+        start_at(b, _slot(entry, 3))
+        assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert (b.core.get_x(20), b.core.get_x(21)) == (2, 5)
+        assert b.core.raw.cpr_read(*S.SCTLR_EL1) & S.SCTLR_M  # its MMU is back on
+    finally:
+        vm.close()
 
 
 def test_code_written_by_one_vcpu_is_seen_by_another_after_ic_ialluis():

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final, Union
 
 import unicorn
 from unicorn import arm64_const as A
@@ -51,6 +52,11 @@ _BLOCK_SCAN_LIMIT = 64
 REG_PSTATE = A.UC_ARM64_REG_PSTATE
 
 _CTL_TLB_FLUSH_WRITE = (U.UC_CTL_IO_WRITE << 30) | U.UC_CTL_TLB_FLUSH  # UC_CTL_WRITE(.., 0)
+PAGE_SIZE = 4096
+# What an IC broadcast asks of the other cores: nothing (None), all their translations
+# (ALL_CODE), or those of some guest pages, by physical address.
+ALL_CODE: Final = "all"
+CodeBroadcast = Union[None, str, tuple[int, ...]]
 UNMAPPED_ERRORS = {U.UC_ERR_READ_UNMAPPED, U.UC_ERR_WRITE_UNMAPPED, U.UC_ERR_FETCH_UNMAPPED}
 
 
@@ -113,7 +119,7 @@ class Core:
         self.hcr = HCR_EL2_BASE
         self.stats = CoreStats({})
         self.sysreg_handler: Callable[[int, bool, int], int | None] | None = None
-        self.on_broadcast: Callable[[Core, bool, bool], None] | None = None
+        self.on_broadcast: Callable[[Core, bool, CodeBroadcast], None] | None = None
         self._py_cb = N.PySysregCallback(self._sysreg_cb)
         self.state.py_cb = ctypes.cast(self._py_cb, ctypes.c_void_p).value
         self._setup_el2_el3(mpidr)
@@ -202,10 +208,15 @@ class Core:
 
     def _broadcast(self) -> None:
         st = self.state
-        tlbi, ic = bool(st.pending_tlbi_is), bool(st.pending_ic)
+        tlbi, n = bool(st.pending_tlbi_is), st.pending_ic
         st.pending_tlbi_is = st.pending_ic = 0
+        code: CodeBroadcast = None
+        if n == N.IC_ALL:
+            code = ALL_CODE
+        elif n:
+            code = tuple(st.ic_pa[:n])
         if self.on_broadcast is not None:
-            self.on_broadcast(self, tlbi, ic)
+            self.on_broadcast(self, tlbi, code)
 
     def _intr_exit(self) -> CoreExit | None:
         """Turn a reported exception into an exit, or reflect it to the guest (None)."""
@@ -386,6 +397,24 @@ class Core:
 
     def flush_tb(self) -> None:
         self.uc.ctl_flush_tb()
+
+    def invalidate_code(self, pas: Iterable[int]) -> None:
+        """Drop this core's translations of the guest pages at physical addresses ``pas``.
+
+        Unicorn removes translations by virtual address, walking the page tables as an
+        instruction fetch would, and ignores an address that does not translate. The pages named
+        by another vCPU's IC IVAU are often not executable here (Linux cleans code through the
+        linear map), so the walk is done with the MMU off, where a VA is its PA, for that moment.
+        """
+        sctlr = self.raw.cpr_read(*S.SCTLR_EL1)
+        if sctlr & S.SCTLR_M:
+            self.raw.cpr_write(*S.SCTLR_EL1, sctlr & ~S.SCTLR_M)
+        self.flush_tlb()
+        for pa in pas:
+            self.uc.ctl_remove_cache(pa, pa + PAGE_SIZE)
+        if sctlr & S.SCTLR_M:
+            self.raw.cpr_write(*S.SCTLR_EL1, sctlr)
+        self.flush_tlb()
 
     def flush_tlb(self) -> None:
         # The binding has no wrapper for UC_CTL_TLB_FLUSH: uc_ctl(WRITE(TLB_FLUSH, 0)).

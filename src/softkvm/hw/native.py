@@ -25,6 +25,9 @@ SR_PY_KNOWN = 1
 SR_PY_UNKNOWN = 2
 SR_TIMER = 3
 
+IC_PAGES = 64  # SKVM_IC_PAGES: IC IVAU pages one slice records before it counts as IC IALLUIS
+IC_ALL = 0xFFFFFFFF  # SKVM_IC_ALL
+
 # int cb(void *cookie, uint32 encoding, uint32 is_write, uint64 wval, uint64 *rval)
 PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
                                     ctypes.c_uint32, ctypes.c_uint64,
@@ -33,7 +36,8 @@ PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
 
 class SkvmApi(ctypes.Structure):
     _fields_ = [("emu_stop", ctypes.c_void_p), ("reg_read", ctypes.c_void_p),
-                ("reg_write", ctypes.c_void_p), ("context_save", ctypes.c_void_p)]
+                ("reg_write", ctypes.c_void_p), ("context_save", ctypes.c_void_p),
+                ("vmem_translate", ctypes.c_void_p)]
 
 
 class SkvmTimer(ctypes.Structure):
@@ -66,6 +70,8 @@ class SkvmVcpu(ctypes.Structure):
         ("n_intr", ctypes.c_uint64),
         ("n_sysreg_py", ctypes.c_uint64),
         ("n_sysreg_timer", ctypes.c_uint64),
+        ("ic_va", ctypes.c_uint64 * IC_PAGES),
+        ("ic_pa", ctypes.c_uint64 * IC_PAGES),
         ("ctx", ctypes.c_void_p),
         ("api", ctypes.POINTER(SkvmApi)),
         ("py_cb", ctypes.c_void_p),
@@ -113,7 +119,8 @@ class Native:
                           addr(uclib.uc_emu_stop, ctypes.c_void_p),
                           addr(uclib.uc_reg_read, ctypes.c_void_p),
                           addr(uclib.uc_reg_write, ctypes.c_void_p),
-                          addr(uclib.uc_context_save, ctypes.c_void_p))
+                          addr(uclib.uc_context_save, ctypes.c_void_p),
+                          addr(uclib.uc_vmem_translate, ctypes.c_void_p))
         return native
 
     def counter_now(self) -> int:

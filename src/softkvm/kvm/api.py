@@ -203,7 +203,7 @@ class Vcpu:
         self.mpidr = arm.reset_mpidr(vcpu_id)
         regions = [(s.guest_phys_addr, s.memory) for s in vm.memslots.values()]
         self.core = Core(vm.native, regions, self.mpidr)
-        self.core.on_broadcast = lambda core, tlbi, ic: arm.broadcast_flush(self, tlbi, ic)
+        self.core.on_broadcast = lambda core, tlbi, code: arm.broadcast_flush(self, tlbi, code)
         self.run_struct = KvmRun()
         self.stats = VcpuStats()
         self.tracer = vm.tracer  # one attribute away from every run-loop trace site
@@ -221,6 +221,7 @@ class Vcpu:
         self.irq_lines = [False, False]  # KVM_ARM_IRQ_CPU_IRQ / _FIQ (userspace irqchip)
         self.pending_tlb_flush = False
         self.pending_tb_flush = True
+        self.pending_code: set[int] = set()  # guest pages (PA) whose translations to drop
         self.has_run_once = False
         self.running = False
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from softkvm.hw.clock import monotonic_ns
+from softkvm.hw.core import ALL_CODE, CodeBroadcast
 from softkvm.kvm import handle_exit, irqchip, mmio, trace, uapi
 from softkvm.kvm.errors import KvmError
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 REQ_SLEEP = "SLEEP"
 REQ_VCPU_RESET = "VCPU_RESET"
 REQ_IRQ_PENDING = "IRQ_PENDING"
+MAX_PENDING_CODE = 256  # pages to drop one by one; beyond, a vCPU drops all its translations
 
 SUPPORTED_FEATURES = (1 << uapi.KVM_ARM_VCPU_POWER_OFF) | (1 << uapi.KVM_ARM_VCPU_PSCI_0_2) | (
     1 << uapi.KVM_ARM_VCPU_PMU_V3)
@@ -79,21 +81,25 @@ def kvm_vcpu_wake_up(vcpu: Vcpu) -> None:
         vcpu.cond.notify_all()
 
 
-def broadcast_flush(vcpu: Vcpu, tlbi: bool, ic: bool) -> None:
-    """TLBI ...IS / IC IALLUIS seen on ``vcpu``: the others flush before they next run."""
+def broadcast_flush(vcpu: Vcpu, tlbi: bool, code: CodeBroadcast) -> None:
+    """TLBI ...IS / IC IVAU, IALLUIS seen on ``vcpu``: the others flush before they next run."""
     for other in vcpu.vm.vcpus:
         if other is vcpu:
             continue
         if tlbi:
             other.pending_tlb_flush = True
-        if ic:
+        if code == ALL_CODE or (code and len(other.pending_code) + len(code) > MAX_PENDING_CODE):
             other.pending_tb_flush = True
+        elif code and not other.pending_tb_flush:
+            other.pending_code.update(code)
     stats = vcpu.vm.stats  # once per broadcast, as kvm_flush_remote_tlbs counts its calls
     if tlbi:
         stats.remote_tlb_flush_requests += 1
         stats.remote_tlb_flush += 1  # always carried out: a request to every vCPU
-    if ic:
+    if code == ALL_CODE:
         stats.remote_tb_flush += 1
+    elif code:
+        stats.remote_tb_page_flush += len(code)
 
 
 def _wait(vcpu: Vcpu, until: Callable[[], bool], deadline_of: Callable[[], float | None]) -> bool:
@@ -311,9 +317,13 @@ def _sync(vcpu: Vcpu) -> None:
 
 
 def _apply_remote_flushes(vcpu: Vcpu) -> None:
-    if vcpu.pending_tb_flush:
-        vcpu.pending_tb_flush = False
-        vcpu.core.flush_tb()
     if vcpu.pending_tlb_flush:
         vcpu.pending_tlb_flush = False
         vcpu.core.flush_tlb()
+    if vcpu.pending_tb_flush:
+        vcpu.pending_tb_flush = False
+        vcpu.pending_code.clear()
+        vcpu.core.flush_tb()
+    elif vcpu.pending_code:
+        vcpu.core.invalidate_code(vcpu.pending_code)
+        vcpu.pending_code.clear()

@@ -34,7 +34,7 @@ SOFTKVM_CORE_STATS = ("core_slices", "core_kicks", "sysreg_emulated", "timer_sys
                       "exceptions_reflected")
 SOFTKVM_VCPU_STATS = SOFTKVM_VCPU_COUNTERS + SOFTKVM_CORE_STATS
 KVM_VM_STATS = ("remote_tlb_flush", "remote_tlb_flush_requests")
-SOFTKVM_VM_STATS = ("remote_tb_flush", "pcpu_switches")
+SOFTKVM_VM_STATS = ("remote_tb_flush", "remote_tb_page_flush", "pcpu_switches")
 
 # Every exit counted in ``exits`` is counted under exactly one of these (label, counter): the
 # exception classes of handle_exit.c's table, DABT split the way KVM splits it.
@@ -106,8 +106,10 @@ class VmStats:
     # TLBI ...IS is done by asking every other vCPU to flush, as that function does.
     remote_tlb_flush: int = 0
     remote_tlb_flush_requests: int = 0
-    # --- softkvm's own: IC IALLUIS or a host write to guest RAM drops the other cores' code
+    # --- softkvm's own: IC IALLUIS or a host write to guest RAM drops the other cores' code;
+    # IC IVAU drops their translations of one page (counted per page and broadcast)
     remote_tb_flush: int = 0
+    remote_tb_page_flush: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -139,5 +141,6 @@ def read_vcpu_stats(stats: VcpuStats, core: dict[str, int],
 def read_vm_stats(stats: VmStats, pcpu_switches: int) -> StatsRead:
     return StatsRead(kvm={name: getattr(stats, name) for name in KVM_VM_STATS},
                      softkvm={"remote_tb_flush": stats.remote_tb_flush,
+                              "remote_tb_page_flush": stats.remote_tb_page_flush,
                               "pcpu_switches": pcpu_switches},
                      exits_by_reason={}, reflected_by_ec={})

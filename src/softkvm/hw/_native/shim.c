@@ -38,6 +38,10 @@ enum skvm_sysreg_policy {
     SKVM_SR_TIMER = 3,       /* generic timer CTL/CVAL/TVAL, emulated here */
 };
 
+/* IC IVAU targets a slice records, one per page, before it settles for "drop everything". */
+#define SKVM_IC_PAGES 64
+#define SKVM_IC_ALL 0xFFFFFFFFu
+
 /* Python callback for SKVM_SR_PY_*: returns 1 if handled (value in *rval for reads). */
 typedef int (*skvm_py_sysreg_cb)(void *vcpu, uint32_t encoding, uint32_t is_write, uint64_t wval,
                                  uint64_t *rval);
@@ -47,6 +51,7 @@ struct skvm_api {
     uc_err (*reg_read)(uc_engine *uc, int regid, void *value);
     uc_err (*reg_write)(uc_engine *uc, int regid, const void *value);
     uc_err (*context_save)(uc_engine *uc, uc_context *context);
+    uc_err (*vmem_translate)(uc_engine *uc, uint64_t address, uc_prot prot, uint64_t *paddress);
 };
 
 struct skvm_timer {
@@ -71,7 +76,7 @@ struct skvm_vcpu {
     int64_t mem_value;
     uint32_t mem_size;
     uint32_t pending_tlbi_is; /* TLBI ...IS seen this slice: flush the other vCPUs' TLBs */
-    uint32_t pending_ic;      /* IC IALLUIS/IVAU seen this slice: flush their translations */
+    uint32_t pending_ic;      /* IC IVAU pages seen this slice (ic_va/ic_pa), or SKVM_IC_ALL */
     uint32_t exc_offset;      /* offset of env->exception in a saved context (calibrated) */
 
     /* Generic timer, live while the vCPU is loaded: [0] = virtual (CNTV), [1] = physical (CNTP). */
@@ -84,6 +89,10 @@ struct skvm_vcpu {
     uint64_t n_intr;
     uint64_t n_sysreg_py;
     uint64_t n_sysreg_timer;
+
+    /* The pages IC IVAU named this slice: the VA and the PA it had on this vCPU at the time. */
+    uint64_t ic_va[SKVM_IC_PAGES];
+    uint64_t ic_pa[SKVM_IC_PAGES];
 
     uc_context *ctx;
     struct skvm_api *api;
@@ -242,29 +251,52 @@ static uint32_t msr_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     return sysreg_access(uc, reg, cp, user, 1);
 }
 
+/* IC IVAU: the other cores need drop only the translations made from this page. Its PA is taken
+ * now, while the VA still means what it meant to the guest; a page that will not translate, or
+ * one too many, makes it an IC IALLUIS. */
+static void record_ivau(struct skvm_vcpu *v, uc_engine *uc, uint64_t va)
+{
+    uint64_t page = va & ~(uint64_t)0xFFF, pa;
+    uint32_t n = v->pending_ic;
+    if (n == SKVM_IC_ALL)
+        return;
+    for (uint32_t i = n; i-- > 0;)
+        if (v->ic_va[i] == page)
+            return;
+    if (n == SKVM_IC_PAGES || v->api->vmem_translate(uc, page, UC_PROT_READ, &pa) != UC_ERR_OK) {
+        v->pending_ic = SKVM_IC_ALL;
+        return;
+    }
+    v->ic_va[n] = page;
+    v->ic_pa[n] = pa;
+    v->pending_ic = n + 1;
+}
+
 /* SYS (op0 = 1): the core performs every maintenance op locally; broadcast ones are recorded so
  * the other vCPUs are flushed before any of them runs again (only one vCPU runs at a time). */
 static uint32_t sys_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *user)
 {
     struct skvm_vcpu *v = user;
-    (void)uc;
     (void)reg;
     if (cp->crn == 8 && (cp->crm == 3 || cp->crm == 2)) /* TLBI ...IS (and range IS) */
         v->pending_tlbi_is = 1;
-    else if (cp->crn == 7 && ((cp->crm == 1 && cp->op2 == 0) || (cp->crm == 5 && cp->op1 == 3)))
-        v->pending_ic = 1; /* IC IALLUIS, IC IVAU */
+    else if (cp->crn == 7 && cp->crm == 5 && cp->op1 == 3 && cp->op2 == 1) /* IC IVAU, Xt */
+        record_ivau(v, uc, cp->val);
+    else if (cp->crn == 7 && cp->crm == 1 && cp->op2 == 0) /* IC IALLUIS */
+        v->pending_ic = SKVM_IC_ALL;
     return 0;
 }
 
 /* --- set-up ------------------------------------------------------------------------------ */
 
 void skvm_set_api(struct skvm_api *api, void *emu_stop, void *reg_read, void *reg_write,
-                  void *context_save)
+                  void *context_save, void *vmem_translate)
 {
     api->emu_stop = (uc_err(*)(uc_engine *))emu_stop;
     api->reg_read = (uc_err(*)(uc_engine *, int, void *))reg_read;
     api->reg_write = (uc_err(*)(uc_engine *, int, const void *))reg_write;
     api->context_save = (uc_err(*)(uc_engine *, uc_context *))context_save;
+    api->vmem_translate = (uc_err(*)(uc_engine *, uint64_t, uc_prot, uint64_t *))vmem_translate;
 }
 
 void *skvm_block_cb(void) { return (void *)block_cb; }
