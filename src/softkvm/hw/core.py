@@ -81,6 +81,7 @@ class CoreExit:
     is_write: bool = False
     value: int = 0            # store data for DABT writes
     insn: MmioInsn | None = None
+    va: int = 0               # the DABT's virtual address (FAR), when ``insn`` was found
     message: str = ""
 
 
@@ -252,39 +253,33 @@ class Core:
             return CoreExit(ExitKind.IABT, addr=st.mem_addr)
         is_write = st.mem_type == U.UC_MEM_WRITE_UNMAPPED
         size = st.mem_size
-        insn = self._faulting_access(st.mem_addr, size, is_write)
+        insn, va = self._faulting_access(st.mem_addr, size, is_write)
         return CoreExit(ExitKind.DABT, addr=st.mem_addr, size=size, is_write=is_write,
-                        value=st.mem_value & ((1 << (8 * size)) - 1), insn=insn)
+                        value=st.mem_value & ((1 << (8 * size)) - 1), insn=insn, va=va)
 
-    def _faulting_access(self, pa: int, size: int, is_write: bool) -> MmioInsn | None:
-        """The load/store that made the unbacked access, with the PC moved onto it.
+    def _faulting_access(self, pa: int, size: int, is_write: bool) -> tuple[MmioInsn | None, int]:
+        """The load/store that made the unbacked access and its VA, with the PC moved onto it.
 
         Unicorn normally leaves the PC on the faulting instruction, but after a long slice it
         was seen to report the start of the translation block instead (registers already past
         the instructions before the access). The block is then scanned forward for the one
         instruction that makes exactly this access with the current registers; nothing is
-        re-executed. None when no instruction matches (the caller answers with an abort)."""
+        re-executed. (None, 0) when no instruction matches (the caller answers with an abort)."""
         pc = self.raw.read(REG_PC)
+        prot = U.UC_PROT_WRITE if is_write else U.UC_PROT_READ
         for index in range(_BLOCK_SCAN_LIMIT):
             word = self.read_insn(pc + 4 * index)
             if word is None:
-                return None
+                break
             insn = decode(word)
-            if insn is not None and self._makes_access(insn, pa, size, is_write):
+            if insn is None or insn.size != size or insn.is_load == is_write:
+                continue
+            va = self.access_va(insn)
+            if self.raw.vmem_translate(va, prot) == pa:
                 if index:
                     self.set_pc(pc + 4 * index)
-                return insn
-        return None
-
-    def _makes_access(self, insn: MmioInsn, pa: int, size: int, is_write: bool) -> bool:
-        if insn.size != size or insn.is_load == is_write:
-            return False
-        out = ctypes.c_uint64()
-        prot = U.UC_PROT_WRITE if is_write else U.UC_PROT_READ
-        if self.native.uclib.uc_vmem_translate(self.uc._uch, ctypes.c_uint64(self.access_va(insn)),
-                                               prot, ctypes.byref(out)) != 0:
-            return False
-        return out.value == pa
+                return insn, va
+        return None, 0
 
     def base_reg(self, rn: int) -> int:
         """A load/store's base register: X0-X30, or SP for 31."""
@@ -305,11 +300,9 @@ class Core:
 
     def read_insn(self, va: int) -> int | None:
         """The instruction word at ``va`` through the guest's current translation."""
-        buf = (ctypes.c_uint8 * 4)()
-        for prot in (U.UC_PROT_EXEC, U.UC_PROT_READ):
-            if self.native.uclib.uc_vmem_read(self.uc._uch, ctypes.c_uint64(va), prot, buf, 4) == 0:
-                return int.from_bytes(bytes(buf), "little")
-        return None
+        raw = self.raw
+        word = raw.vmem_read32(va, U.UC_PROT_EXEC)
+        return word if word is not None else raw.vmem_read32(va, U.UC_PROT_READ)
 
     def _sysreg_cb(self, _cookie: int, encoding: int, is_write: int, wval: int,
                    rval: ctypes._Pointer) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from softkvm.hw.clock import NS_PER_TICK, monotonic_ns
-from softkvm.hw.native import SkvmVcpu
+from softkvm.hw.native import SkvmTimer, SkvmVcpu
 
 VTIMER = 0
 PTIMER = 1
@@ -41,6 +41,10 @@ class _Watched:
     loaded: bool = False
     masked: list[bool] = field(default_factory=lambda: [False, False])
     fired: list[bool] = field(default_factory=lambda: [False, False])
+    timers: tuple[SkvmTimer, ...] = ()  # views of state.timer, made once
+
+    def __post_init__(self) -> None:
+        self.timers = (self.state.timer[VTIMER], self.state.timer[PTIMER])
 
 
 def comparator_deadline_ns(ctl: int, cval: int, offset: int) -> int | None:
@@ -51,18 +55,14 @@ def comparator_deadline_ns(ctl: int, cval: int, offset: int) -> int | None:
     return ((cval + offset) & MASK64) * NS_PER_TICK
 
 
-def deadline_ns(state: SkvmVcpu, timer: int) -> int | None:
-    """Host time at which a loaded ``timer`` fires, if it can."""
-    t = state.timer[timer]
-    return comparator_deadline_ns(t.ctl, t.cval, state.cntvoff if timer == VTIMER else 0)
-
-
 def _armed(watched: _Watched) -> Iterator[tuple[int, int]]:
     """(timer, deadline) of each timer that can raise the PPI now: unmasked, not yet fired."""
     for timer in (VTIMER, PTIMER):
         if watched.masked[timer] or watched.fired[timer]:
             continue
-        when = deadline_ns(watched.state, timer)
+        t = watched.timers[timer]
+        offset = watched.state.cntvoff if timer == VTIMER else 0
+        when = comparator_deadline_ns(t.ctl, t.cval, offset)
         if when is not None:
             yield timer, when
 

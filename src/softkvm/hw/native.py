@@ -131,7 +131,8 @@ class Native:
 class RawUc:
     """Preallocated raw calls into libunicorn for one engine (the trap path)."""
 
-    __slots__ = ("uch", "_lib", "_u64", "_u64p", "_cp", "_cpp", "_start", "_rr", "_rw")
+    __slots__ = ("uch", "_lib", "_u64", "_u64p", "_cp", "_cpp", "_start", "_rr", "_rw",
+                 "_vread", "_vtranslate", "_word", "_wordp")
 
     def __init__(self, uc: unicorn.Uc, uclib: ctypes.CDLL) -> None:
         self.uch = uc._uch
@@ -143,6 +144,12 @@ class RawUc:
         self._start = uclib.uc_emu_start
         self._rr = uclib.uc_reg_read
         self._rw = uclib.uc_reg_write
+        # Own prototypes (the binding declares none for these): plain ints go straight through.
+        self._vread = _VMEM_READ(ctypes.cast(uclib.uc_vmem_read, ctypes.c_void_p).value)
+        self._vtranslate = _VMEM_TRANSLATE(
+            ctypes.cast(uclib.uc_vmem_translate, ctypes.c_void_p).value)
+        self._word = ctypes.c_uint32()
+        self._wordp = ctypes.byref(self._word)
 
     def emu_start(self, begin: int) -> int:
         """Run from ``begin`` until stopped; returns the uc_err code (0 = stopped cleanly)."""
@@ -155,6 +162,18 @@ class RawUc:
     def write(self, reg: int, value: int) -> None:
         self._u64.value = value & 0xFFFFFFFFFFFFFFFF
         self._rw(self.uch, reg, self._u64p)
+
+    def vmem_read32(self, va: int, prot: int) -> int | None:
+        """The 32-bit word at ``va`` through the guest's translation for ``prot``."""
+        if self._vread(self.uch, va, prot, self._wordp, 4):
+            return None
+        return self._word.value
+
+    def vmem_translate(self, va: int, prot: int) -> int | None:
+        """The physical address ``va`` translates to for an access of kind ``prot``."""
+        if self._vtranslate(self.uch, va & 0xFFFFFFFFFFFFFFFF, prot, self._u64p):
+            return None
+        return self._u64.value
 
     def cpr_read(self, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
         cp = self._cp
@@ -171,3 +190,7 @@ class RawUc:
 
 
 _CP_REG = unicorn.arm64_const.UC_ARM64_REG_CP_REG
+_VMEM_READ = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                              ctypes.c_void_p, ctypes.c_size_t)
+_VMEM_TRANSLATE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                   ctypes.c_void_p)

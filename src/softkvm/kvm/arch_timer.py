@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from softkvm.arch import sysregs as S
 from softkvm.hw.clock import HostTimers, HrTimer, counter_now, monotonic_ns
+from softkvm.hw.native import SkvmTimer
 from softkvm.hw.generic_timer import (
     CTL_ENABLE,
     CTL_IMASK,
@@ -39,6 +40,11 @@ ATTR_TIMER = {uapi.KVM_ARM_VCPU_TIMER_IRQ_VTIMER: VTIMER,
               uapi.KVM_ARM_VCPU_TIMER_IRQ_PTIMER: PTIMER}
 
 
+def _hw(ctx: ArchTimerContext) -> SkvmTimer:
+    assert ctx.hw is not None, "a timer is loaded only after vcpu_init"
+    return ctx.hw
+
+
 class TimerIrqChip(Protocol):
     """What the timer needs from the in-kernel vGIC (vgic.c entry points)."""
 
@@ -57,6 +63,7 @@ class ArchTimerContext:
     cnt_cval: int = 0
     level: bool = False
     loaded: bool = False
+    hw: SkvmTimer | None = None  # the "hardware" registers (the shim's block), set at vcpu_init
 
 
 @dataclass(slots=True)
@@ -85,8 +92,10 @@ class ArchTimers:
 
     def vcpu_init(self, vcpu: Vcpu) -> None:
         """kvm_timer_vcpu_init: both timers off, guest virtual time starting near zero."""
+        hw = vcpu.core.state.timer
         self.cpus[vcpu.vcpu_id] = ArchTimerCpu(
-            [ArchTimerContext(VTIMER, self.ppi[VTIMER]), ArchTimerContext(PTIMER, self.ppi[PTIMER])])
+            [ArchTimerContext(VTIMER, self.ppi[VTIMER], hw=hw[VTIMER]),
+             ArchTimerContext(PTIMER, self.ppi[PTIMER], hw=hw[PTIMER])])
         vcpu.core.state.cntvoff = self.cntvoff
         vcpu.core.raw.cpr_write(*S.CNTVOFF_EL2, self.cntvoff)
 
@@ -96,7 +105,7 @@ class ArchTimers:
         for ctx in cpu.timers:
             ctx.cnt_ctl = 0
             if ctx.loaded:
-                vcpu.core.state.timer[ctx.index].ctl = 0
+                _hw(ctx).ctl = 0
             if cpu.enabled:
                 self.update_irq(vcpu, ctx, False)
         self._reset_mapped(vcpu)
@@ -140,7 +149,7 @@ class ArchTimers:
 
     def registers(self, vcpu: Vcpu, ctx: ArchTimerContext) -> tuple[int, int]:
         if ctx.loaded:
-            live = vcpu.core.state.timer[ctx.index]
+            live = _hw(ctx)
             return live.ctl, live.cval
         return ctx.cnt_ctl, ctx.cnt_cval
 
@@ -208,10 +217,10 @@ class ArchTimers:
         if cpu.bg_timer is not None:
             cpu.bg_timer.cancel()
             cpu.bg_timer = None
-        state = vcpu.core.state
         for ctx in cpu.timers:  # timer_restore_state
-            state.timer[ctx.index].cval = ctx.cnt_cval
-            state.timer[ctx.index].ctl = ctx.cnt_ctl
+            live = _hw(ctx)
+            live.cval = ctx.cnt_cval
+            live.ctl = ctx.cnt_ctl
             ctx.loaded = True
             if vcpu.tracer.on:
                 vcpu.tracer.emit("kvm_timer_restore_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
@@ -224,11 +233,11 @@ class ArchTimers:
         if not cpu.enabled:
             return
         self.irq.put(vcpu)
-        state = vcpu.core.state
         for ctx in cpu.timers:  # timer_save_state
             if ctx.loaded:
-                ctx.cnt_ctl = state.timer[ctx.index].ctl & (CTL_ENABLE | CTL_IMASK)
-                ctx.cnt_cval = state.timer[ctx.index].cval
+                live = _hw(ctx)
+                ctx.cnt_ctl = live.ctl & (CTL_ENABLE | CTL_IMASK)
+                ctx.cnt_cval = live.cval
                 ctx.loaded = False
                 if vcpu.tracer.on:
                     vcpu.tracer.emit("kvm_timer_save_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
@@ -332,7 +341,7 @@ class ArchTimers:
             if ctx.index == VTIMER:  # VM-wide: every vCPU's CNTVOFF follows
                 self.set_cntvoff((counter_now() - value) & MASK64)
             return True
-        live = vcpu.core.state.timer[ctx.index] if ctx.loaded else None
+        live = _hw(ctx) if ctx.loaded else None
         if what == "ctl":
             ctx.cnt_ctl = value & (CTL_ENABLE | CTL_IMASK)
             if live is not None:

@@ -43,7 +43,7 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
     run.mmio.is_write = not insn.is_load
     data = (vcpu.core.get_x(insn.rt) if not insn.is_load else 0) & ((1 << (8 * insn.size)) - 1)
     run.mmio.data[:] = data.to_bytes(8, "little")
-    vcpu.mmio_needed = PendingMmio(insn, exit_.addr, vcpu.core.access_va(insn))
+    vcpu.mmio_needed = PendingMmio(insn, exit_.addr, exit_.va)
     if vcpu.tracer.on:  # a write carries its data; a read is satisfied by userspace later
         vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id,
                          type="unsatisfied-read" if insn.is_load else "write", len=insn.size,

@@ -104,11 +104,11 @@ class VgicLock:
 
     def __exit__(self, *_exc: object) -> None:
         self._depth -= 1
-        kicks: dict[int, None] = {}
-        calls: list[Callable[[], None]] = []
-        if self._depth == 0:
-            kicks, self._kicks = self._kicks, {}
-            calls, self._calls = self._calls, []
+        if self._depth or not (self._kicks or self._calls):  # the common case: nothing deferred
+            self._rlock.release()
+            return
+        kicks, self._kicks = self._kicks, {}
+        calls, self._calls = self._calls, []
         self._rlock.release()
         for vcpu_id in kicks:
             self._kick(vcpu_id)

@@ -250,6 +250,10 @@ class Vgic:
         if self.tracer.on:
             self.tracer.emit("vgic_update_irq_pending", -1 if vcpu_id is None else vcpu_id,
                              irq=intid, level=bool(level))
+        irq = self._private_irq(vcpu_id, intid)
+        if irq is not None and irq.owner is owner and irq.config == VGIC_CONFIG_LEVEL \
+                and irq.line_level == bool(level):
+            return 0  # vgic_validate_injection: no change; each vCPU entry asks this of its timers
         with self.lock:
             ret = I.vgic_lazy_init(self)
             if ret:
@@ -427,9 +431,22 @@ class Vgic:
             return 0
 
     def kvm_vgic_map_is_active(self, vcpu_id: int, vintid: int) -> bool:
+        irq = self._private_irq(vcpu_id, vintid)  # a snapshot, as KVM's under the irq's own lock
+        if irq is not None:
+            return irq.hw and irq.active
         with self.lock:
             irq = self.get_irq(vcpu_id, vintid) if self.initialized else None
             return irq is not None and irq.hw and irq.active
+
+    def _private_irq(self, vcpu_id: int | None, intid: int) -> VgicIrq | None:
+        """Lock-free lookup of an initialised vGIC's SGI/PPI, for the per-entry queries whose
+        answer is one field read: the IRQ objects live as long as the vGIC, and a field read is
+        atomic, so the answer is the one a locked read would have given a moment earlier."""
+        if not self.initialized or vcpu_id is None or not 0 <= intid < G.NR_PRIVATE_IRQS \
+                or vcpu_id >= len(self.cpus):  # _cpu would create it: the locked path does
+            return None
+        cpu = self._cpu(vcpu_id)
+        return cpu.private_irqs[intid] if cpu is not None else None
 
     def kvm_vgic_reset_mapped_irq(self, vcpu_id: int, vintid: int) -> None:
         with self.lock:
