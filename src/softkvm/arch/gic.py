@@ -12,18 +12,34 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
-class Field(NamedTuple):
-    """A bit field of a register: ``width`` bits starting at ``shift``."""
+class Field:
+    """A bit field of a register: ``width`` bits starting at ``shift``.
 
-    shift: int
-    width: int = 1
+    Immutable; its masks are computed once, since list-register encode/decode runs on every
+    guest entry and exit."""
 
-    @property
-    def mask(self) -> int:
-        return ((1 << self.width) - 1) << self.shift
+    __slots__ = ("shift", "width", "mask", "_low")
+
+    def __init__(self, shift: int, width: int = 1) -> None:
+        object.__setattr__(self, "shift", shift)
+        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "_low", (1 << width) - 1)
+        object.__setattr__(self, "mask", ((1 << width) - 1) << shift)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a Field is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Field) and (self.shift, self.width) == (other.shift, other.width)
+
+    def __hash__(self) -> int:
+        return hash((self.shift, self.width))
+
+    def __repr__(self) -> str:
+        return f"Field(shift={self.shift}, width={self.width})"
 
     def get(self, reg: int) -> int:
-        return (reg >> self.shift) & ((1 << self.width) - 1)
+        return (reg >> self.shift) & self._low
 
     def put(self, reg: int, value: int) -> int:
         return (reg & ~self.mask) | ((int(value) << self.shift) & self.mask)
