@@ -1,4 +1,5 @@
-"""The console's input pump: everything written to the host side reaches the UART, in order."""
+"""The console: the input pump delivers everything written to the host side to the UART, in
+order; the output writer sends whole lines at once and partial ones after a short delay."""
 
 import os
 import threading
@@ -6,7 +7,7 @@ import threading
 import pytest
 
 from softkvm.errors import ConfigError
-from softkvm.vmm.console import open_serial, start_input
+from softkvm.vmm.console import ConsoleWriter, open_serial, start_input
 
 
 class TinyFifoUart:
@@ -58,3 +59,61 @@ def test_serial_spec(tmp_path):
     assert (tmp_path / "out").read_bytes() == b"x"
     with pytest.raises(ConfigError, match="stdio or file:PATH"):
         open_serial("tcp:1234")
+
+
+class Recorder:
+    """A stream that records each write and lets a test wait for one."""
+
+    def __init__(self):
+        self.writes = []
+        self.cond = threading.Condition()
+
+    def write(self, data):
+        with self.cond:
+            self.writes.append(bytes(data))
+            self.cond.notify_all()
+
+    def flush(self):
+        pass
+
+    def wait_writes(self, n, timeout=5.0):
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.writes) >= n, timeout)
+
+
+def test_a_line_printed_a_character_at_a_time_is_one_write():
+    out = Recorder()
+    writer = ConsoleWriter(out, delay=60.0)   # no partial-line flush can interfere
+    for byte in b"hello\nworld\n":
+        writer(bytes([byte]))
+    assert out.writes == [b"hello\n", b"world\n"]
+    writer.close()
+
+
+def test_a_partial_line_goes_out_after_the_delay():
+    out = Recorder()
+    writer = ConsoleWriter(out, delay=0.01)
+    writer(b"/ # ")
+    assert out.wait_writes(1) and out.writes == [b"/ # "]
+    writer.close()
+
+
+def test_close_flushes_what_is_left_and_later_output_goes_straight_out():
+    out = Recorder()
+    writer = ConsoleWriter(out, delay=60.0)
+    writer(b"no newline")
+    assert out.writes == []
+    writer.close()
+    assert out.writes == [b"no newline"]
+    writer(b"x")
+    assert out.writes == [b"no newline", b"x"]
+
+
+def test_a_reader_gone_away_loses_output_without_an_error():
+    class Broken(Recorder):
+        def write(self, data):
+            raise BrokenPipeError
+
+    writer = ConsoleWriter(Broken(), delay=60.0)
+    writer(b"line\n")
+    writer.close()

@@ -40,6 +40,7 @@ class Machine:
     dtb: bytes
     boot: loader.BootPlan
     runner: Runner
+    console_out: console.ConsoleWriter
     trace_records: int | None = None   # written to config.trace at close
 
     @property
@@ -51,6 +52,7 @@ class Machine:
 
     def close(self) -> None:
         try:
+            self.console_out.close()
             self.irqchip.close()  # deassigns its irqfds: the VM must still be there
             self.vm.close()
             self.memory.close()
@@ -86,8 +88,8 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
         irqchip = kernel_irqchip.create(vm, layout)
     else:
         irqchip = user_irqchip.create(vm, layout, bus, runner)
-    uart = Pl011(irq=irqchip.level_line(layout.uart_intid),
-                 write=console.writer(config.console_out))
+    console_out = console.ConsoleWriter(config.console_out)
+    uart = Pl011(irq=irqchip.level_line(layout.uart_intid), write=console_out)
     bus.add(layout.uart.base, layout.uart.size, uart, "pl011")
     boot = loader.load(memory, config.kernel, initrd=config.initrd,
                        make_dtb=lambda initrd: _device_tree(config, layout, [uart], initrd))
@@ -99,7 +101,8 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     boot_vcpu.set_one_reg(core_reg(0), boot.dtb_address)
     if config.console_in is not None:
         console.start_input(uart, config.console_in.fileno())
-    return Machine(config, vm, layout, memory, bus, uart, irqchip, boot.dtb, boot, runner)
+    return Machine(config, vm, layout, memory, bus, uart, irqchip, boot.dtb, boot, runner,
+                   console_out)
 
 
 def _device_tree(config: VmConfig, layout: VirtLayout, devices: list[fdt.FdtNodeWriter],
