@@ -109,7 +109,7 @@ class TimerIrq:
             if watched is None or watched.loaded == loaded:
                 return
             watched.loaded = loaded
-            watched.fired = [False, False]
+            watched.fired[VTIMER] = watched.fired[PTIMER] = False
             wake = loaded and self._sooner_locked(watched)
         if wake:
             self._poke()

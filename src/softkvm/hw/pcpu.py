@@ -25,7 +25,8 @@ DEFAULT_QUANTUM_NS = 4_000_000
 
 class PhysCpu:
     def __init__(self, timers: HostTimers, quantum_ns: int = DEFAULT_QUANTUM_NS) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # held directly on the per-exit paths: no wrapper call
+        self._cond = threading.Condition(self._lock)
         self._holder: object | None = None
         self._since_ns = 0
         self._waiters: deque[object] = deque()
@@ -40,7 +41,7 @@ class PhysCpu:
         self._preempt = preempt
 
     def acquire(self, owner: object) -> None:
-        with self._cond:
+        with self._lock:
             if self._holder is owner and self._leased:
                 self._leased = False
                 return
@@ -55,7 +56,7 @@ class PhysCpu:
 
     def release(self, owner: object, lease: bool = False) -> None:
         """Give the CPU up; with ``lease``, keep it until the quantum ends (exit to userspace)."""
-        with self._cond:
+        with self._lock:
             if self._holder is not owner:
                 return
             if lease and (not self._waiters or monotonic_ns() - self._since_ns < self.quantum_ns):

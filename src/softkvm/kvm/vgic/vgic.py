@@ -111,6 +111,8 @@ class Vgic:
     cpus: list[VgicCpu] = field(default_factory=list)
     ack_notifiers: list[AckNotifier] = field(default_factory=list)
     tracer: Tracer = field(default_factory=Tracer)   # the VM's, once created through it
+    # vCPUs with an interface, once the VM has run and no vCPU can be added (KVM: -EBUSY)
+    _frozen_vcpus: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.lock = VgicLock(self._kick_now)
@@ -147,10 +149,15 @@ class Vgic:
         return G.SPI_BASE <= intid < self.nr_irqs
 
     def _cpu(self, vcpu_id: int | None) -> VgicCpu | None:
+        frozen = self._frozen_vcpus
+        if frozen is not None and vcpu_id is not None and 0 <= vcpu_id < frozen:
+            return self.cpus[vcpu_id]   # the per-entry case, without asking the VM
         if vcpu_id is None or not 0 <= vcpu_id < self.nr_vcpus():
             return None
         if vcpu_id >= len(self.cpus):
             I.kvm_vgic_vcpu_init(self, vcpu_id)
+        if frozen is None and self.vm.has_run():
+            self._frozen_vcpus = min(len(self.cpus), self.nr_vcpus())
         return self.cpus[vcpu_id]
 
     def vcpu_if(self, vcpu_id: int) -> VcpuInterface:
