@@ -141,13 +141,14 @@ class RawUc:
         self._u64p = ctypes.byref(self._u64)
         self._cp = UcRegCP64()
         self._cpp = ctypes.byref(self._cp)
-        self._start = uclib.uc_emu_start
-        self._rr = uclib.uc_reg_read
-        self._rw = uclib.uc_reg_write
-        # Own prototypes (the binding declares none for these): plain ints go straight through.
-        self._vread = _VMEM_READ(ctypes.cast(uclib.uc_vmem_read, ctypes.c_void_p).value)
-        self._vtranslate = _VMEM_TRANSLATE(
-            ctypes.cast(uclib.uc_vmem_translate, ctypes.c_void_p).value)
+        self._start = uclib.uc_emu_start  # releases the GIL: other threads run meanwhile
+        # The rest are sub-microsecond calls made several times per exit: their own prototypes
+        # keep the GIL (a release would let any runnable thread take it for a switch interval)
+        # and pass plain ints straight through.
+        self._rr = _REG_ACCESS(_address(uclib.uc_reg_read))
+        self._rw = _REG_ACCESS(_address(uclib.uc_reg_write))
+        self._vread = _VMEM_READ(_address(uclib.uc_vmem_read))
+        self._vtranslate = _VMEM_TRANSLATE(_address(uclib.uc_vmem_translate))
         self._word = ctypes.c_uint32()
         self._wordp = ctypes.byref(self._word)
 
@@ -190,7 +191,14 @@ class RawUc:
 
 
 _CP_REG = unicorn.arm64_const.UC_ARM64_REG_CP_REG
-_VMEM_READ = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
-                              ctypes.c_void_p, ctypes.c_size_t)
-_VMEM_TRANSLATE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
-                                   ctypes.c_void_p)
+_REG_ACCESS = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
+_VMEM_READ = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                               ctypes.c_void_p, ctypes.c_size_t)
+_VMEM_TRANSLATE = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                    ctypes.c_void_p)
+
+
+def _address(function: ctypes._CFuncPtr) -> int:
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    assert address is not None
+    return address
