@@ -1,6 +1,6 @@
 """Count a vCPU's exits between the bench guest's ``MARK op begin`` and ``MARK op end`` lines.
 
-The recorder is the machine's console output. The PL011 hands it each byte from the vCPU thread
+The recorder takes the PL011's output sink. The PL011 hands it each byte from the vCPU thread
 that wrote it, during that write's exit, so a snapshot taken there is exact: nothing else runs
 on that vCPU meanwhile. Two kinds of counters are snapshotted, summed over all vCPUs:
 
@@ -50,8 +50,11 @@ class ExitRecorder(io.RawIOBase):
         self.windows: dict[str, dict[str, int]] = {}   # op -> counter deltas (raw)
 
     def attach(self, machine: Machine) -> None:
+        """Take the UART's output straight from the device (the console sink buffers lines,
+        and the snapshots must be taken during each byte's own exit)."""
         self._machine = machine
         machine.runner.on_exit.append(self._count_user_exit)
+        machine.uart.write = self.write
 
     def writable(self) -> bool:
         return True

@@ -6,6 +6,8 @@ exits it cost; with ``irqfd`` counts the host side of the irqfd sub-benchmarks i
 
 from __future__ import annotations
 
+import io
+
 import shutil
 import subprocess
 import time
@@ -75,7 +77,7 @@ def run_softkvm(mode: Mode, append: str, smp: int = 2, irqfd: IrqfdCounts | None
     args = f"{append} {host.bootargs}".strip() if host is not None else append
     config = VmConfig(kernel=image, smp=smp, gic=mode.gic,  # type: ignore[arg-type]
                       irqchip=mode.irqchip, append=args,  # type: ignore[arg-type]
-                      console_out=recorder, timeout=TIMEOUT_S)  # type: ignore[arg-type]
+                      console_out=io.BytesIO(), timeout=TIMEOUT_S)  # the recorder taps the UART
     start = time.monotonic()
     machine = build(config)
     try:
