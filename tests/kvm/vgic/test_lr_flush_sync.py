@@ -316,3 +316,114 @@ def test_unrouted_spi_is_not_queued():
     assert all(cpu.ap_list == [] for cpu in vgic.cpus)
     vgic.dist_mmio_write(0, G.GICD_IROUTER + 8 * 40, 8, 1)   # vCPU 1 (MPIDR Aff0 = 1)
     assert [irq.intid for irq in vgic.cpus[1].ap_list] == [40]
+
+
+# --- parked list registers: exits that change nothing keep them in place -----------------------
+
+
+def _timer_ppi(vgic, line):
+    """PPI 27 owned by a fake timer and mapped to a 'physical' line read from ``line``."""
+    timer, phys_active = object(), []
+    assert vgic.kvm_vgic_set_owner(0, 27, timer) == 0
+    assert vgic.kvm_vgic_map_phys_irq(0, 27, 27, lambda _v: line["level"], phys_active.append) == 0
+    if vgic.is_v2:
+        vgic.dist_mmio_write(0, G.GICD_ISENABLER, 4, 1 << 27)
+    else:
+        vgic.redist_mmio_write(0, G.GICR_SGI_BASE + G.GICR_ISENABLER0, 4, 1 << 27)
+    return timer, phys_active
+
+
+def _exit_and_reenter(vgic, timer, line):
+    """What one exit to userspace does with the vGIC: sync, the timer's load-time injection of
+    its level, flush."""
+    vgic.kvm_vgic_sync_hwstate(0)
+    vgic.kvm_vgic_inject_irq(0, 27, line["level"], timer)
+    vgic.kvm_vgic_flush_hwstate(0)
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_untouched_lrs_stay_parked_across_exits(model):
+    """A guest with interrupts masked exits again and again (printing, say): the LRs it never
+    touched stay as they were, and the state seen through the lock is the folded one."""
+    vgic, vm = make_vgic(model, 1)
+    vm.ran = True
+    guest_enable(vgic, 0)
+    enable_spi(vgic, 40)
+    line = {"level": True}
+    timer, phys_active = _timer_ppi(vgic, line)
+    vgic.kvm_vgic_inject_irq(0, 27, True, timer)
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)   # an edge
+    vif, cpu = vgic.vcpu_if(0), vgic.cpus[0]
+    vgic.kvm_vgic_flush_hwstate(0)
+    flushed = list(vif.lr)
+    for _ in range(3):
+        _exit_and_reenter(vgic, timer, line)
+        assert cpu.parked_gen is None and vif.lr == flushed   # reused, not rebuilt
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert cpu.parked_gen is not None and vgic.lock.unpark is not None
+    edge, ppi = vgic.get_irq(0, 40), vgic.get_irq(0, 27)
+    assert not edge.pending_latch and ppi.line_level   # as the flush left them (+ resample)
+    assert vgic.dist_mmio_read(0, G.GICD_ISPENDR + 4, 4) & 1 << 8   # the lock folds first
+    assert cpu.parked_gen is None and vgic.lock.unpark is None and edge.pending_latch
+    assert vif.lr == [0] * len(vif.lr) and phys_active == []
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert sorted(vif.lr) == sorted(flushed)
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_lrs_are_folded_when_the_guest_acts_or_the_state_moves(model):
+    vgic, vm = make_vgic(model, 1)
+    vm.ran = True
+    guest_enable(vgic, 0)
+    enable_spi(vgic, 40)
+    enable_spi(vgic, 41)
+    line = {"level": True}
+    timer, phys_active = _timer_ppi(vgic, line)
+    vgic.kvm_vgic_inject_irq(0, 27, True, timer)
+    cpu = vgic.cpus[0]
+    vgic.kvm_vgic_flush_hwstate(0)
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)   # during the run: state moved
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert cpu.parked_gen is None
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert iar(vgic) in (27, 40)                     # the guest acknowledges one
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert cpu.parked_gen is None
+    vgic.kvm_vgic_flush_hwstate(0)
+    vgic.kvm_vgic_sync_hwstate(0)                    # untouched now: parked
+    assert cpu.parked_gen is not None
+    vgic.kvm_vgic_inject_irq(None, 41, True, None)   # between exit and entry: folded first
+    assert cpu.parked_gen is None
+    vgic.kvm_vgic_flush_hwstate(0)
+    assert 41 in [vgic.vcpu_if(0).layout.vintid.get(lr) for lr in vgic.vcpu_if(0).lr]
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_a_mapped_line_gone_low_is_resampled_not_parked(model):
+    """The timer was reprogrammed while the guest had its interrupt pending: the sync must see
+    the line low now and release the physical PPI."""
+    vgic, vm = make_vgic(model, 1)
+    vm.ran = True
+    guest_enable(vgic, 0)
+    line = {"level": True}
+    timer, phys_active = _timer_ppi(vgic, line)
+    vgic.kvm_vgic_inject_irq(0, 27, True, timer)
+    vgic.kvm_vgic_flush_hwstate(0)
+    line["level"] = False
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert vgic.cpus[0].parked_gen is None and phys_active == [False]
+    assert not vgic.get_irq(0, 27).line_level
+
+
+def test_another_vcpus_lock_use_folds_parked_lrs_first():
+    vgic, vm = make_vgic(V3, 2)
+    vm.ran = True
+    guest_enable(vgic, 0)
+    guest_enable(vgic, 1)
+    enable_spi(vgic, 40)
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)
+    vgic.kvm_vgic_flush_hwstate(0)
+    vgic.kvm_vgic_sync_hwstate(0)
+    assert vgic.cpus[0].parked_gen is not None
+    vgic.kvm_vgic_flush_hwstate(1)                   # vCPU 1 enters: vCPU 0's LRs fold
+    assert vgic.cpus[0].parked_gen is None and vgic.get_irq(0, 40).pending_latch

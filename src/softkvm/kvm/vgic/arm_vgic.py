@@ -72,6 +72,11 @@ class VgicCpu:
     used_lrs: int = 0
     live: bool = False
     pendbaser: int = 0
+    # What the last flush wrote: the LR values and, per LR, its interrupt.
+    flushed_lrs: list[int] = field(default_factory=list)
+    lr_irqs: list[VgicIrq] = field(default_factory=list)
+    flushed_gen: int = -1           # lock generation of the last flush
+    parked_gen: int | None = None   # lock generation of the sync that parked the LRs
 
 
 @dataclass(slots=True)
@@ -88,7 +93,7 @@ class VgicLock:
     """The VM-level RLock of the vGIC. Kicks and calls queued under it run after the outermost
     release, so nothing that may block or re-enter another subsystem runs with it held."""
 
-    __slots__ = ("_calls", "_depth", "_kick", "_kicks", "_rlock")
+    __slots__ = ("_calls", "_depth", "_kick", "_kicks", "_rlock", "generation", "unpark")
 
     def __init__(self, kick: Callable[[int], None]) -> None:
         self._rlock = threading.RLock()
@@ -96,11 +101,28 @@ class VgicLock:
         self._kicks: dict[int, None] = {}   # ordered set: one kick per vCPU per release
         self._calls: list[Callable[[], None]] = []
         self._kick = kick
+        self.generation = 0   # outermost acquisitions so far: "has anyone been in since?"
+        # Set while some vCPU's list registers are parked (see Vgic.kvm_vgic_sync_hwstate):
+        # the first to take the lock folds them back before looking at any state.
+        self.unpark: Callable[[], None] | None = None
 
     def __enter__(self) -> VgicLock:
+        self.acquire(unpark=True)
+        return self
+
+    @property
+    def outermost(self) -> bool:
+        """Held once only: no caller up the stack is about to look at the state."""
+        return self._depth == 1
+
+    def acquire(self, unpark: bool) -> None:
+        """Take the lock; ``unpark=False`` leaves parked list registers to the caller."""
         self._rlock.acquire()
         self._depth += 1
-        return self
+        if self._depth == 1:
+            self.generation += 1
+            if unpark and self.unpark is not None:
+                self.unpark()
 
     def __exit__(self, *_exc: object) -> None:
         self._depth -= 1

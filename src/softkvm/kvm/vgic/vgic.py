@@ -46,9 +46,13 @@ from softkvm.kvm.vgic.arm_vgic import (
     VgicIrq,
     VgicLock,
     flush_sort_key,
+    get_phys_line_level,
     irq_is_pending,
+    is_mapped_level,
     is_private,
+    lr_consume_mapped_level,
     lr_count,
+    needs_resampling,
     set_phys_active,
 )
 from softkvm.kvm.vgic.vgic_mmio_v2 import VGIC_V2_DIST
@@ -162,6 +166,9 @@ class Vgic:
 
     def vcpu_if(self, vcpu_id: int) -> VcpuInterface:
         """The virtual CPU interface hardware of a vCPU (signal(), maintenance(), on_change)."""
+        frozen = self._frozen_vcpus
+        if frozen is not None and 0 <= vcpu_id < frozen:
+            return self.cpus[vcpu_id].vif   # per entry: no lock (and no generation) needed
         with self.lock:
             cpu = self._cpu(vcpu_id)
             if cpu is None:
@@ -292,13 +299,27 @@ class Vgic:
 
     def kvm_vgic_flush_hwstate(self, vcpu_id: int) -> None:
         """Before entry: program the vCPU's list registers from its ap_list."""
-        with self.lock:
+        lock = self.lock
+        lock.acquire(unpark=False)
+        try:
             cpu = self._cpu(vcpu_id)
+            if cpu is not None and cpu.parked_gen is not None:
+                if lock.generation == cpu.parked_gen + 1:   # nobody in since the sync
+                    self._reload_parked(cpu)
+                    cpu.live = True
+                    cpu.flushed_gen = lock.generation
+                    return
+                self._unpark(cpu)
+            if lock.unpark is not None:
+                lock.unpark()
             if cpu is None:
                 return
             cpu.live = True
+            cpu.flushed_gen = lock.generation
             if cpu.ap_list:
                 self._flush_lr_state(cpu)
+        finally:
+            lock.__exit__()
 
     def _flush_lr_state(self, cpu: VgicCpu) -> None:
         counts = [lr_count(irq) for irq in cpu.ap_list]
@@ -307,6 +328,7 @@ class Vgic:
             cpu.ap_list.sort(key=flush_sort_key)
         populate = vgic_v2_populate_lr if self.is_v2 else V3.vgic_v3_populate_lr
         vif, used, sgi_prio = cpu.vif, 0, G.IDLE_PRIORITY
+        lr_irqs: list[VgicIrq] = []
         for index, irq in enumerate(cpu.ap_list):
             # All instances of a multi-source SGI must be seen before anything of lower
             # priority: stop there, the EOI maintenance of the SGI brings us back.
@@ -314,6 +336,7 @@ class Vgic:
                 break
             if self.target_oracle(irq) == cpu.vcpu_id:
                 vif.lr[used] = populate(irq)
+                lr_irqs.append(irq)
                 used += 1
                 if irq.source:
                     sgi_prio = irq.priority
@@ -324,6 +347,8 @@ class Vgic:
         for i in range(used, self.nr_lr):
             vif.lr[i] = 0
         cpu.used_lrs = used
+        cpu.flushed_lrs = vif.lr[:used]
+        cpu.lr_irqs = lr_irqs
 
     # --- sync (LRs -> state), prune --------------------------------------------------------------
 
@@ -337,8 +362,59 @@ class Vgic:
             if not cpu.ap_list:
                 return
             if cpu.used_lrs:
+                if self.lock.outermost and self._park(cpu):   # not for an in-slice access
+                    return
                 self._fold_lr_state(cpu)
             self._prune_ap_list(cpu)
+
+    # --- parked list registers ---------------------------------------------------------------
+    # A guest that runs with its interrupts masked (Linux printing to the console, say) exits
+    # over and over with the same interrupts in its LRs, untouched: each sync would fold them
+    # back and each flush write them again, changing nothing. Such LRs stay in place instead
+    # ("parked"), and the state stays as the flush left it: the next flush reuses them if
+    # nobody took the vGIC lock in between, and whoever takes it first folds them back.
+
+    def _park(self, cpu: VgicCpu) -> bool:
+        """Leave the LRs in place if the guest did not touch them and folding them would only
+        re-read mapped lines that are still high (a low one must be seen now)."""
+        if self.lock.generation != cpu.flushed_gen + 1 or cpu.vif.lr[:cpu.used_lrs] != \
+                cpu.flushed_lrs:   # someone changed state during the run, or the guest did
+            return False
+        lay = cpu.vif.layout
+        for irq, lr in zip(cpu.lr_irqs, cpu.flushed_lrs):
+            if is_mapped_level(irq) and lay.state.get(lr) & G.LR_STATE_PENDING:
+                if needs_resampling(irq) or not get_phys_line_level(irq):
+                    return False
+        for irq, lr in zip(cpu.lr_irqs, cpu.flushed_lrs):   # what the fold's resample reads
+            if is_mapped_level(irq) and lay.state.get(lr) & G.LR_STATE_PENDING:
+                irq.line_level = True
+        cpu.parked_gen = self.lock.generation
+        self.lock.unpark = self._unpark_all
+        return True
+
+    def _reload_parked(self, cpu: VgicCpu) -> None:
+        """The flush of parked LRs: they are what a fresh populate would write; only its
+        consumption of mapped levels is re-done."""
+        lay = cpu.vif.layout
+        for irq, lr in zip(cpu.lr_irqs, cpu.flushed_lrs):
+            lr_consume_mapped_level(lay, irq, lr)
+        cpu.parked_gen = None
+        self._update_unpark()
+
+    def _unpark(self, cpu: VgicCpu) -> None:
+        cpu.parked_gen = None
+        self._fold_lr_state(cpu)
+        self._prune_ap_list(cpu)
+        self._update_unpark()
+
+    def _unpark_all(self) -> None:
+        for cpu in self.cpus:
+            if cpu.parked_gen is not None:
+                self._unpark(cpu)
+
+    def _update_unpark(self) -> None:
+        parked = any(cpu.parked_gen is not None for cpu in self.cpus)
+        self.lock.unpark = self._unpark_all if parked else None
 
     def _fold_lr_state(self, cpu: VgicCpu) -> None:
         vif = cpu.vif
