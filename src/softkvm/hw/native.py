@@ -141,10 +141,10 @@ class RawUc:
         self._u64p = ctypes.byref(self._u64)
         self._cp = UcRegCP64()
         self._cpp = ctypes.byref(self._cp)
-        self._start = uclib.uc_emu_start  # releases the GIL: other threads run meanwhile
-        # The rest are sub-microsecond calls made several times per exit: their own prototypes
-        # keep the GIL (a release would let any runnable thread take it for a switch interval)
-        # and pass plain ints straight through.
+        self._start = uclib.uc_emu_start
+        # Own prototypes for the calls made several times per exit: plain ints go straight
+        # through. (Keeping the GIL across them, PYFUNCTYPE, was measured: no faster, and three
+        # times the context switches, the other threads then waiting out switch intervals.)
         self._rr = _REG_ACCESS(_address(uclib.uc_reg_read))
         self._rw = _REG_ACCESS(_address(uclib.uc_reg_write))
         self._vread = _VMEM_READ(_address(uclib.uc_vmem_read))
@@ -191,10 +191,10 @@ class RawUc:
 
 
 _CP_REG = unicorn.arm64_const.UC_ARM64_REG_CP_REG
-_REG_ACCESS = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
-_VMEM_READ = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+_REG_ACCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
+_VMEM_READ = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                                ctypes.c_void_p, ctypes.c_size_t)
-_VMEM_TRANSLATE = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+_VMEM_TRANSLATE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                                     ctypes.c_void_p)
 
 
