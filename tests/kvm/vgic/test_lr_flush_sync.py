@@ -174,19 +174,24 @@ def test_overflow_six_pending_four_lrs(model):
     assert not G.HCR.UIE.get(vif.hcr)
 
 
-@pytest.mark.parametrize("model", [V2, V3])
-def test_hw_mapped_timer_ppi(model):
-    vgic, _vm = make_vgic(model, 1)
-    guest_enable(vgic, 0)
-    timer = object()
-    line = {"level": False}
-    phys_active = []
+def _timer_ppi(vgic, line):
+    """PPI 27 owned by a fake timer and mapped to a 'physical' line read from ``line``."""
+    timer, phys_active = object(), []
     assert vgic.kvm_vgic_set_owner(0, 27, timer) == 0
     assert vgic.kvm_vgic_map_phys_irq(0, 27, 27, lambda _v: line["level"], phys_active.append) == 0
     if vgic.is_v2:
         vgic.dist_mmio_write(0, G.GICD_ISENABLER, 4, 1 << 27)
     else:
         vgic.redist_mmio_write(0, G.GICR_SGI_BASE + G.GICR_ISENABLER0, 4, 1 << 27)
+    return timer, phys_active
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_hw_mapped_timer_ppi(model):
+    vgic, _vm = make_vgic(model, 1)
+    guest_enable(vgic, 0)
+    line = {"level": False}
+    timer, phys_active = _timer_ppi(vgic, line)
     irq = vgic.get_irq(0, 27)
     line["level"] = True
     assert vgic.kvm_vgic_inject_irq(0, 27, True, None) == 0 and not irq.line_level  # not owner
@@ -319,18 +324,6 @@ def test_unrouted_spi_is_not_queued():
 
 
 # --- parked list registers: exits that change nothing keep them in place -----------------------
-
-
-def _timer_ppi(vgic, line):
-    """PPI 27 owned by a fake timer and mapped to a 'physical' line read from ``line``."""
-    timer, phys_active = object(), []
-    assert vgic.kvm_vgic_set_owner(0, 27, timer) == 0
-    assert vgic.kvm_vgic_map_phys_irq(0, 27, 27, lambda _v: line["level"], phys_active.append) == 0
-    if vgic.is_v2:
-        vgic.dist_mmio_write(0, G.GICD_ISENABLER, 4, 1 << 27)
-    else:
-        vgic.redist_mmio_write(0, G.GICR_SGI_BASE + G.GICR_ISENABLER0, 4, 1 << 27)
-    return timer, phys_active
 
 
 def _exit_and_reenter(vgic, timer, line):
