@@ -7,6 +7,7 @@ from unicorn import unicorn_const as U
 from softkvm.arch import esr as E
 from softkvm.arch import sysregs as S
 from softkvm.hw.core import ExitKind, REG_PSTATE
+from softkvm.hw.native import NativeShimError
 from tests.support.machine import CODE, RAM_BASE, RAM_SIZE, VBAR, VECTORS, load, make_vm
 
 RAM_END = RAM_BASE + RAM_SIZE
@@ -169,3 +170,13 @@ def test_unbacked_access_with_no_matching_instruction_has_no_decode(core_vm):
     core.state.mem_size, core.state.mem_value = 4, 0
     assert core._unmapped_exit().insn is None
     assert core.get_pc() == CODE
+
+
+def test_a_closed_core_raises_instead_of_touching_the_freed_engine():
+    vm, vcpus, _ram = make_vm(1)
+    vm.close()
+    with pytest.raises(NativeShimError, match="closed"):
+        vcpus[0].core.get_pc()
+    with pytest.raises(NativeShimError, match="closed"):
+        vcpus[0].core.flush_tb()
+    vcpus[0].core.close()  # twice is harmless

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import weakref
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import unicorn
 from unicorn.unicorn_py3 import unicorn as _ucpy
@@ -126,6 +128,24 @@ class Native:
     def counter_now(self) -> int:
         """The guest-visible physical count (CNTPCT_EL0) right now."""
         return self.shim.skvm_counter_now()
+
+
+def free_engine(uc: unicorn.Uc) -> bool:
+    """uc_close now, through the binding's own finalizer so that it is not repeated when the
+    object is collected. False when this binding has no such finalizer (the caller then tears
+    the engine down the slow way)."""
+    finalizer = getattr(uc, "_Uc__finalizer", None)
+    if not isinstance(finalizer, weakref.finalize):
+        return False
+    finalizer()
+    return True
+
+
+class ClosedRawUc:
+    """What a core's raw calls become once its engine is freed: a clear error, not a crash."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise NativeShimError(f"the vCPU's core is closed (VM closed): cannot call {name}()")
 
 
 class RawUc:

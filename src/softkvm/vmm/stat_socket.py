@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from rich.live import Live
-
 from softkvm.errors import ConfigError, SoftkvmError
 from softkvm.vmm.config import VmConfig
 from softkvm.vmm.stats_report import Snapshot, live_table, make_console
@@ -283,6 +281,8 @@ def watch(client: StatClient, out: TextIO, options: WatchOptions) -> int:
     """Show the counters every ``interval`` with per-second rates; 0 when done or the VM ended."""
     if options.json:
         return _watch_json(client, out, options)
+    from rich.live import Live  # drawing only: `softkvm run` never imports rich
+
     console = make_console(out)
     prev = client.snapshot()
     shown = 0

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, TextIO
-
-from rich import box
-from rich.console import Console, Group
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from softkvm.kvm.api import Vcpu, Vm
+
+if TYPE_CHECKING:  # rich is imported when something is drawn: a plain run never pays for it
+    from rich.console import Console
+    from rich.table import Table
 
 SNAPSHOT_VERSION = 1
 PLAIN_WIDTH = 200          # a pipe or a file has no width: wide enough for 8 vCPUs and a total
@@ -91,18 +90,35 @@ def rates(prev: Snapshot, cur: Snapshot) -> dict[tuple[str, str], list[float]]:
 
 def make_console(file: TextIO) -> Console:
     """A terminal gets colour and its own width; a pipe or file gets plain, unwrapped text."""
+    from rich.console import Console
+
     plain = not file.isatty()
     return Console(file=file, highlight=False, width=PLAIN_WIDTH if plain else None)
 
 
 def print_stats(snap: Snapshot, file: TextIO) -> None:
     """The ``--stats`` report: one column per vCPU (plus the total), then the VM's counters."""
+    from rich.console import Group
+
     make_console(file).print(Group(exit_table(snap), vm_table(snap)))
+
+
+def _table(title: str) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    return Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+
+
+def _section_row(table: Table, section: str) -> None:
+    from rich.text import Text
+
+    table.add_row(Text(f"[{section}]", style="bold"))
 
 
 def exit_table(snap: Snapshot) -> Table:
     ids = [vcpu["id"] for vcpu in snap["vcpus"]]
-    table = Table(box=box.SIMPLE_HEAD, title="softkvm: counters per vCPU", title_justify="left")
+    table = _table("softkvm: counters per vCPU")
     table.add_column("counter")
     for vcpu_id in ids:
         table.add_column(f"vcpu{vcpu_id}", justify="right")
@@ -112,21 +128,21 @@ def exit_table(snap: Snapshot) -> Table:
     for row in (r for r in stat_rows(snap) if r.per_vcpu):
         if row.section != section:
             section = row.section
-            table.add_row(Text(f"[{section}]", style="bold"))
+            _section_row(table, section)
         totals = [str(row.total)] if len(ids) > 1 else []
         table.add_row(row.name, *map(str, row.values), *totals)
     return table
 
 
 def vm_table(snap: Snapshot) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, title="softkvm: VM-wide counters", title_justify="left")
+    table = _table("softkvm: VM-wide counters")
     table.add_column("counter")
     table.add_column("value", justify="right")
     section = None
     for row in (r for r in stat_rows(snap) if not r.per_vcpu):
         if row.section != section:
             section = row.section
-            table.add_row(Text(f"[{section}]", style="bold"))
+            _section_row(table, section)
         table.add_row(row.name, str(row.total))
     return table
 
@@ -137,8 +153,7 @@ def live_table(prev: Snapshot | None, cur: Snapshot, show_all: bool = False) -> 
     ids = [vcpu["id"] for vcpu in cur["vcpus"]]
     per_second = rates(prev, cur) if prev is not None else {}
     when = time.strftime("%H:%M:%S", time.localtime(cur["time"]))
-    table = Table(box=box.SIMPLE_HEAD, title_justify="left",
-                  title=f"softkvm {cur['pid']}: {len(ids)} vCPU{'s' * (len(ids) != 1)}, {when}")
+    table = _table(f"softkvm {cur['pid']}: {len(ids)} vCPU{'s' * (len(ids) != 1)}, {when}")
     table.add_column("counter")
     table.add_column("total", justify="right")
     table.add_column("/s", justify="right")
@@ -151,7 +166,7 @@ def live_table(prev: Snapshot | None, cur: Snapshot, show_all: bool = False) -> 
             continue
         if row.section != section:
             section = row.section
-            table.add_row(Text(f"[{section}]", style="bold"))
+            _section_row(table, section)
         table.add_row(row.name, str(row.total), *_rate_cells(row, per_second, len(ids)))
     return table
 
