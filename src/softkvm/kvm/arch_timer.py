@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from softkvm.arch import sysregs as S
 from softkvm.hw.clock import HostTimers, HrTimer, counter_now, monotonic_ns
-from softkvm.hw.native import SkvmTimer
 from softkvm.hw.generic_timer import (
     CTL_ENABLE,
     CTL_IMASK,
@@ -27,6 +26,7 @@ from softkvm.hw.generic_timer import (
     TimerIrq,
     comparator_deadline_ns,
 )
+from softkvm.hw.native import SkvmTimer
 from softkvm.kvm import uapi
 from softkvm.kvm.errors import KvmError
 
@@ -38,11 +38,6 @@ DEFAULT_PPI = {VTIMER: 27, PTIMER: 30}
 DEV_IRQ_BIT = {VTIMER: uapi.KVM_ARM_DEV_EL1_VTIMER, PTIMER: uapi.KVM_ARM_DEV_EL1_PTIMER}
 ATTR_TIMER = {uapi.KVM_ARM_VCPU_TIMER_IRQ_VTIMER: VTIMER,
               uapi.KVM_ARM_VCPU_TIMER_IRQ_PTIMER: PTIMER}
-
-
-def _hw(ctx: ArchTimerContext) -> SkvmTimer:
-    assert ctx.hw is not None, "a timer is loaded only after vcpu_init"
-    return ctx.hw
 
 
 class TimerIrqChip(Protocol):
@@ -59,11 +54,11 @@ class ArchTimerContext:
 
     index: int
     irq: int
+    hw: SkvmTimer  # the "hardware" registers while loaded (the vCPU's block in the shim)
     cnt_ctl: int = 0
     cnt_cval: int = 0
     level: bool = False
     loaded: bool = False
-    hw: SkvmTimer | None = None  # the "hardware" registers (the shim's block), set at vcpu_init
 
 
 @dataclass(slots=True)
@@ -94,8 +89,8 @@ class ArchTimers:
         """kvm_timer_vcpu_init: both timers off, guest virtual time starting near zero."""
         hw = vcpu.core.state.timer
         self.cpus[vcpu.vcpu_id] = ArchTimerCpu(
-            [ArchTimerContext(VTIMER, self.ppi[VTIMER], hw=hw[VTIMER]),
-             ArchTimerContext(PTIMER, self.ppi[PTIMER], hw=hw[PTIMER])])
+            [ArchTimerContext(VTIMER, self.ppi[VTIMER], hw[VTIMER]),
+             ArchTimerContext(PTIMER, self.ppi[PTIMER], hw[PTIMER])])
         vcpu.core.state.cntvoff = self.cntvoff
         vcpu.core.raw.cpr_write(*S.CNTVOFF_EL2, self.cntvoff)
 
@@ -105,7 +100,7 @@ class ArchTimers:
         for ctx in cpu.timers:
             ctx.cnt_ctl = 0
             if ctx.loaded:
-                _hw(ctx).ctl = 0
+                ctx.hw.ctl = 0
             if cpu.enabled:
                 self.update_irq(vcpu, ctx, False)
         self._reset_mapped(vcpu)
@@ -149,7 +144,7 @@ class ArchTimers:
 
     def registers(self, vcpu: Vcpu, ctx: ArchTimerContext) -> tuple[int, int]:
         if ctx.loaded:
-            live = _hw(ctx)
+            live = ctx.hw
             return live.ctl, live.cval
         return ctx.cnt_ctl, ctx.cnt_cval
 
@@ -218,7 +213,7 @@ class ArchTimers:
             cpu.bg_timer.cancel()
             cpu.bg_timer = None
         for ctx in cpu.timers:  # timer_restore_state
-            live = _hw(ctx)
+            live = ctx.hw
             live.cval = ctx.cnt_cval
             live.ctl = ctx.cnt_ctl
             ctx.loaded = True
@@ -235,7 +230,7 @@ class ArchTimers:
         self.irq.put(vcpu)
         for ctx in cpu.timers:  # timer_save_state
             if ctx.loaded:
-                live = _hw(ctx)
+                live = ctx.hw
                 ctx.cnt_ctl = live.ctl & (CTL_ENABLE | CTL_IMASK)
                 ctx.cnt_cval = live.cval
                 ctx.loaded = False
@@ -341,7 +336,7 @@ class ArchTimers:
             if ctx.index == VTIMER:  # VM-wide: every vCPU's CNTVOFF follows
                 self.set_cntvoff((counter_now() - value) & MASK64)
             return True
-        live = _hw(ctx) if ctx.loaded else None
+        live = ctx.hw if ctx.loaded else None
         if what == "ctl":
             ctx.cnt_ctl = value & (CTL_ENABLE | CTL_IMASK)
             if live is not None:
