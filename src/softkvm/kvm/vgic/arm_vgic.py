@@ -125,6 +125,10 @@ class VgicLock:
                 self.unpark()
 
     def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the lock; the outermost release runs the deferred kicks and calls."""
         self._depth -= 1
         if self._depth or not (self._kicks or self._calls):  # the common case: nothing deferred
             self._rlock.release()

@@ -303,23 +303,20 @@ class Vgic:
         lock.acquire(unpark=False)
         try:
             cpu = self._cpu(vcpu_id)
-            if cpu is not None and cpu.parked_gen is not None:
-                if lock.generation == cpu.parked_gen + 1:   # nobody in since the sync
-                    self._reload_parked(cpu)
-                    cpu.live = True
-                    cpu.flushed_gen = lock.generation
-                    return
-                self._unpark(cpu)
-            if lock.unpark is not None:
+            reuse = cpu is not None and cpu.parked_gen is not None \
+                and lock.generation == cpu.parked_gen + 1   # nobody in since the sync
+            if reuse:
+                self._reload_parked(cpu)
+            elif lock.unpark is not None:   # fold parked LRs back first, ours included
                 lock.unpark()
             if cpu is None:
                 return
             cpu.live = True
             cpu.flushed_gen = lock.generation
-            if cpu.ap_list:
+            if not reuse and cpu.ap_list:
                 self._flush_lr_state(cpu)
         finally:
-            lock.__exit__()
+            lock.release()
 
     def _flush_lr_state(self, cpu: VgicCpu) -> None:
         counts = [lr_count(irq) for irq in cpu.ap_list]
