@@ -273,15 +273,20 @@ class GicModel:
             return G.INTID_SPURIOUS_GROUP1
         return None
 
-    def acknowledge(self, cpu_index: int, alias: bool) -> int:
-        """GICC_IAR (``alias`` False) / GICC_AIAR read."""
-        cpu = self.cpus[cpu_index]
+    def _forwardable(self, cpu: CpuState, alias: bool) -> IrqState | int:
+        """The highest pending interrupt this read may report, or the spurious INTID it gets."""
         irq = self.highest_pending(cpu)
         if irq is None:
             return G.INTID_SPURIOUS
         spurious = self._spurious_for(cpu, irq, alias)
-        if spurious is not None:
-            return spurious
+        return irq if spurious is None else spurious
+
+    def acknowledge(self, cpu_index: int, alias: bool) -> int:
+        """GICC_IAR (``alias`` False) / GICC_AIAR read."""
+        cpu = self.cpus[cpu_index]
+        irq = self._forwardable(cpu, alias)
+        if isinstance(irq, int):
+            return irq
         if not self.can_signal(cpu, irq):
             return G.INTID_SPURIOUS
         return self._activate(cpu, irq)
@@ -310,12 +315,9 @@ class GicModel:
         """GICC_HPPIR / GICC_AHPPIR: the highest forwarded interrupt, with no PMR or running
         priority check (as the virtual CPU interface KVM relies on)."""
         cpu = self.cpus[cpu_index]
-        irq = self.highest_pending(cpu)
-        if irq is None:
-            return G.INTID_SPURIOUS
-        spurious = self._spurious_for(cpu, irq, alias)
-        if spurious is not None:
-            return spurious
+        irq = self._forwardable(cpu, alias)
+        if isinstance(irq, int):
+            return irq
         source = lowest_bit(irq.sources) if irq.is_sgi else 0
         return self._iar_value(irq, source)
 
