@@ -1,4 +1,4 @@
-"""The in-kernel vGIC: per-VM state, injection, ap_lists, LR flush/sync and the entry points.
+"""The in-kernel vGIC: per-VM state, injection, ap_lists, LR flush/sync, the host entry points.
 
 Counterpart: arch/arm64/kvm/vgic/vgic.c (``vgic_target_oracle``, ``vgic_queue_irq_unlock``,
 ``kvm_vgic_inject_irq``, ``vgic_flush_lr_state``, ``vgic_fold_lr_state``, ``vgic_prune_ap_list``,
@@ -12,19 +12,13 @@ under it is deferred to the outermost release: vCPU kicks (``VgicVcpuHost.kick``
 notifications. Called *under* the lock: the mapped-interrupt probes given to
 ``kvm_vgic_map_phys_irq`` (``get_input_level``, ``set_phys_active``) and
 ``VcpuInterface.on_change``; they must not block nor take a lock held while calling the vGIC.
-
-In-slice accesses: the emulated core serves the guest's GICD/GICR/ICC_SGI accesses without an
-exit, while its list registers are live. KVM would have exited and folded them first; so does
-this model (fold, emulate, flush again, ``on_change``) for the accessing vCPU. The other vCPUs'
-LRs are folded already, because one vCPU at a time runs between flush and sync (the physical
-CPU token), which stands in for KVM halting the guest around ISACTIVER/ICACTIVER accesses.
+The guest's own GIC accesses enter through ``vgic_guest.py``.
 """
 
 from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -55,15 +49,7 @@ from softkvm.kvm.vgic.arm_vgic import (
     needs_resampling,
     set_phys_active,
 )
-from softkvm.kvm.vgic.vgic_mmio_v2 import VGIC_V2_DIST
-from softkvm.kvm.vgic.vgic_mmio_v3 import (
-    VGIC_V3_DIST,
-    VGIC_V3_RDIST,
-    MmioRegion,
-    vgic_v3_dispatch_sgi,
-    vgic_v3_redist_regions,
-)
-from softkvm.kvm.vgic.vgic_sys_reg_v3 import SGI_REGISTERS
+from softkvm.kvm.vgic.vgic_guest import VgicGuestAccess
 from softkvm.kvm.vgic.vgic_v2 import vgic_v2_fold_lr, vgic_v2_populate_lr
 
 
@@ -94,7 +80,7 @@ AckNotifier = Callable[[int], None]   # (SPI index = INTID - 32), on guest EOI o
 
 
 @dataclass(slots=True, eq=False)
-class Vgic:
+class Vgic(VgicGuestAccess):
     """The per-VM vGIC (kernel: struct vgic_dist) and every entry point the kernel side uses."""
 
     vm: VgicVmHost
@@ -579,111 +565,6 @@ class Vgic:
         with self.lock:
             ret = I.kvm_vgic_map_resources(self)
             _check(ret, _MAP_ERRORS.get((self.model, -ret), "vGIC initialisation failed"))
-
-    # --- guest MMIO -------------------------------------------------------------------------
-
-    @contextmanager
-    def _guest_access(self, vcpu_id: int) -> Iterator[VgicCpu | None]:
-        """Serve an in-slice guest access as KVM would after an exit: fold the accessing vCPU's
-        live LRs first, refill them after, and let the integrator re-drive its lines."""
-        with self.lock:
-            cpu = self._cpu(vcpu_id)
-            live = cpu is not None and cpu.live
-            if live:
-                self.kvm_vgic_sync_hwstate(vcpu_id)
-            try:
-                yield cpu
-            finally:
-                if live and cpu is not None:
-                    self.kvm_vgic_flush_hwstate(vcpu_id)
-                    cpu.vif.notify()
-
-    def dist_mmio_read(self, vcpu_id: int, offset: int, size: int) -> int:
-        """A guest read of the distributor frame by ``vcpu_id`` (banked registers are its)."""
-        with self._guest_access(vcpu_id) as cpu:
-            if cpu is None or not self.initialized:
-                return 0
-            iodev = VGIC_V2_DIST if self.is_v2 else VGIC_V3_DIST
-            return iodev.read(self, vcpu_id, offset, size)
-
-    def dist_mmio_write(self, vcpu_id: int, offset: int, size: int, value: int) -> None:
-        with self._guest_access(vcpu_id) as cpu:
-            if cpu is not None and self.initialized:
-                iodev = VGIC_V2_DIST if self.is_v2 else VGIC_V3_DIST
-                iodev.write(self, vcpu_id, offset, size, value)
-
-    def cpu_mmio_read(self, vcpu_id: int, offset: int, size: int) -> int:
-        """A guest read of its GICv2 CPU interface frame, served by its GICV hardware."""
-        with self.lock:
-            cpu = self._cpu(vcpu_id)
-            return cpu.vif.gicv_read(offset, size) if cpu is not None and self.is_v2 else 0
-
-    def cpu_mmio_write(self, vcpu_id: int, offset: int, size: int, value: int) -> None:
-        with self.lock:
-            cpu = self._cpu(vcpu_id)
-            if cpu is not None and self.is_v2:
-                cpu.vif.gicv_write(offset, size, value)
-
-    def redist_mmio_read(self, rd_vcpu: int, offset: int, size: int,
-                         accessor: int | None = None) -> int:
-        """A guest read of ``rd_vcpu``'s redistributor (``offset`` within its 128K frame)."""
-        with self._guest_access(rd_vcpu if accessor is None else accessor):
-            if self.is_v2 or not self.initialized or self._cpu(rd_vcpu) is None:
-                return 0
-            return VGIC_V3_RDIST.read(self, rd_vcpu, offset, size)
-
-    def redist_mmio_write(self, rd_vcpu: int, offset: int, size: int, value: int,
-                          accessor: int | None = None) -> None:
-        with self._guest_access(rd_vcpu if accessor is None else accessor):
-            if not self.is_v2 and self.initialized and self._cpu(rd_vcpu) is not None:
-                VGIC_V3_RDIST.write(self, rd_vcpu, offset, size, value)
-
-    def rd_slots(self) -> list[V3.RdSlot | None]:
-        return V3.rd_slots(self.rd_regions, self.nr_vcpus())
-
-    def rdist_is_last(self, vcpu_id: int) -> bool:
-        return V3.rdist_is_last(self.rd_regions, self.rd_slots(), vcpu_id)
-
-    def mmio_regions(self, vcpu_id: int) -> list[MmioRegion]:
-        """The guest-physical frames to map on ``vcpu_id``'s core, with accessors bound to it
-        (distributor registers are banked by accessor). Redistributors: one region per
-        redistributor region, dispatching by offset // 0x20000. Call after map_resources."""
-        with self.lock:
-            regions: list[MmioRegion] = []
-            if self.dist_base is not None:
-                size = G.GICD_V2_SIZE if self.is_v2 else G.GICD_V3_SIZE
-                regions.append((self.dist_base, size, partial(self.dist_mmio_read, vcpu_id),
-                                partial(self.dist_mmio_write, vcpu_id)))
-            if self.is_v2 and self.cpu_base is not None:
-                regions.append((self.cpu_base, G.GICC_SIZE, partial(self.cpu_mmio_read, vcpu_id),
-                                partial(self.cpu_mmio_write, vcpu_id)))
-            if not self.is_v2:
-                regions += vgic_v3_redist_regions(self, vcpu_id)
-            return regions
-
-    # --- GICv3 system registers ----------------------------------------------------------------
-
-    def vgic_v3_sysreg_read(self, vcpu_id: int, encoding: int) -> int | None:
-        """MRS of an ICC_* register; None means UNDEF (unknown, write-only, or a GICv2 VM)."""
-        if self.is_v2 or encoding in SGI_REGISTERS:
-            return None
-        with self.lock:
-            cpu = self._cpu(vcpu_id)
-            return cpu.vif.icc_read(encoding) if cpu is not None else None
-
-    def vgic_v3_sysreg_write(self, vcpu_id: int, encoding: int, value: int) -> bool:
-        """MSR of an ICC_* register; False means UNDEF. SGI0R/SGI1R/ASGI1R generate SGIs."""
-        if self.is_v2:
-            return False
-        allow_group1 = SGI_REGISTERS.get(encoding)
-        if allow_group1 is not None:
-            with self._guest_access(vcpu_id) as cpu:
-                if cpu is not None and self.initialized:
-                    vgic_v3_dispatch_sgi(self, vcpu_id, value, allow_group1)
-            return True
-        with self.lock:
-            cpu = self._cpu(vcpu_id)
-            return cpu is not None and cpu.vif.icc_write(encoding, value)
 
 
 _V2, _V3 = uapi.KVM_DEV_TYPE_ARM_VGIC_V2, uapi.KVM_DEV_TYPE_ARM_VGIC_V3
