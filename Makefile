@@ -26,6 +26,8 @@ RUNTIME_HDR := $(wildcard guests/runtime/*.h) guests/runtime/guest.ld
 GUESTS := $(patsubst guests/%/main.c,%,$(wildcard guests/*/main.c))
 GUEST_ELFS := $(patsubst %,$(BUILD)/%.elf,$(GUESTS))
 
+UNICORN_DEPS := third_party/unicorn/build.py third_party/unicorn/exit-checks.patch
+
 LINUX_DIR := build/linux
 LINUX_TOOL := ../shared/tools/make-linux-guest.sh
 
@@ -33,9 +35,13 @@ LINUX_TOOL := ../shared/tools/make-linux-guest.sh
 
 install: $(STAMP) guests
 
-$(STAMP): pyproject.toml setup.py src/softkvm/hw/_native/shim.c
+# The core first: Unicorn 2.1.4 from its PyPI source, patched and built for AArch64 only
+# (third_party/unicorn/README.md; about a minute), so that softkvm's unicorn==2.1.4 finds it.
+$(STAMP): pyproject.toml setup.py src/softkvm/hw/_native/shim.c $(UNICORN_DEPS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet cmake
+	$(PY) third_party/unicorn/build.py build/unicorn
 	$(PY) -m pip install --quiet -e '.[dev,guests]'
 	touch $@
 

@@ -133,7 +133,7 @@ def header_lines(guest: dict | None, meta: dict | None) -> list[str]:
     if meta:
         lines.append(f"- run: {meta['date']}, host {meta['host']}, Python {meta['python']}, "
                      f"{meta.get('cpus', '?')} CPUs; wall time of the whole run "
-                     f"{fmt(meta.get('seconds'))} s")
+                     f"{fmt(meta.get('seconds'))} s; core {meta.get('core', 'not recorded')}")
     if guest:
         load = guest.get("loadavg", {})
         lines += [f"- QEMU reference: {guest.get('qemu') or 'not installed (columns left out)'}",

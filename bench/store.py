@@ -8,13 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+from softkvm.hw.native import core_build
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def document(name: str, body: dict[str, object]) -> dict[str, object]:
     """A suite's document: its name, when, where, then ``body``."""
     return {"suite": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "host": platform.platform(), "python": sys.version.split()[0], **body}
+            "host": platform.platform(), "python": sys.version.split()[0], "core": core_build(),
+            **body}
 
 
 def write_json(name: str, doc: dict[str, object], results: Path = RESULTS) -> Path:

@@ -2,11 +2,16 @@
 
 The stock Unicorn binding costs 1.7 µs per register access; a preallocated raw ctypes call costs
 about 0.65 µs (notes/unicorn.md §4). Everything on the trap path goes through ``RawUc``.
+
+softkvm runs on any Unicorn 2.1.4, and fastest on the build ``make install`` makes
+(third_party/unicorn: no exit check after every guest load and store); ``core_build`` names the
+one loaded.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import importlib.util
 import weakref
 from dataclasses import dataclass, field
@@ -34,6 +39,22 @@ IC_ALL = 0xFFFFFFFF  # SKVM_IC_ALL
 PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
                                     ctypes.c_uint32, ctypes.c_uint64,
                                     ctypes.POINTER(ctypes.c_uint64))
+
+
+CORE_BUILD_LABEL = "+softkvm."  # local version label of third_party/unicorn's build
+
+
+def core_build() -> str:
+    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.1``."""
+    try:
+        return f"unicorn {importlib.metadata.version('unicorn')}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"unicorn {unicorn.__version__} (no package metadata)"
+
+
+def is_softkvm_core() -> bool:
+    """True for third_party/unicorn's build, where a stop takes effect at a block boundary."""
+    return CORE_BUILD_LABEL in core_build()
 
 
 class SkvmApi(ctypes.Structure):
