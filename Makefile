@@ -26,7 +26,7 @@ RUNTIME_HDR := $(wildcard guests/runtime/*.h) guests/runtime/guest.ld
 GUESTS := $(patsubst guests/%/main.c,%,$(wildcard guests/*/main.c))
 GUEST_ELFS := $(patsubst %,$(BUILD)/%.elf,$(GUESTS))
 
-UNICORN_DEPS := third_party/unicorn/build.py third_party/unicorn/exit-checks.patch
+UNICORN_DEPS := third_party/unicorn/build.py third_party/unicorn/softkvm.patch
 
 LINUX_DIR := build/linux
 LINUX_TOOL := ../shared/tools/make-linux-guest.sh

@@ -1,10 +1,14 @@
 """The Unicorn build ``make install`` puts in place (third_party/unicorn): what its patch changes
 and what it must keep."""
 
+from pathlib import Path
+
 import pytest
 
+from softkvm.arch import esr as E
+from softkvm.arch import sysregs as S
 from softkvm.hw.core import ExitKind
-from softkvm.hw.native import core_build, is_softkvm_core
+from softkvm.hw.native import CORE_BUILD_LABEL, core_build, is_softkvm_core
 from tests.support.machine import CODE, load, make_vm
 
 DEVICE = 0x0A000000  # an in-kernel device region: served by a callback without leaving the slice
@@ -73,3 +77,24 @@ def test_an_unbacked_access_stops_on_its_own_instruction(core_vm, access, is_wri
     assert (exit_.kind, exit_.addr, exit_.is_write) == (ExitKind.DABT, 0x09000018, is_write)
     assert core.get_pc() == CODE + 8
     assert core.get_x(2) == 0
+
+
+@pytest.mark.parametrize("twe", [False, True])
+def test_wfe_traps_to_el2_only_with_hcr_twe(core_vm, twe):
+    """Stock Unicorn never traps WFE; this build honours HCR_EL2.TWE as it does TWI for WFI."""
+    vm, core, ram = core_vm
+    core.set_hcr_traps(S.HCR_TWE, twe)
+    load(vm, ram, CODE, "nop\n wfe\n hvc #0")
+    core.flush_tb()
+    core.set_pc(CODE)
+    exit_ = core.run()
+    if twe:
+        assert exit_.kind is ExitKind.WFX and core.get_pc() == CODE + 4
+        assert E.esr_ec(exit_.esr) == E.EC_WFX and E.esr_iss(exit_.esr) & 1  # TI: WFE
+    else:
+        assert exit_.kind is ExitKind.HVC
+
+
+def test_the_label_softkvm_expects_is_the_one_the_build_script_installs():
+    script = Path(__file__).resolve().parents[2] / "third_party" / "unicorn" / "build.py"
+    assert f'LOCAL_LABEL = "{CORE_BUILD_LABEL[1:]}"' in script.read_text()

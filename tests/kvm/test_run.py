@@ -211,3 +211,38 @@ def test_code_written_by_one_vcpu_is_seen_by_another_after_ic_ialluis():
         assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT and b.core.get_x(20) == 2
     finally:
         vm.close()
+
+
+def test_wfe_runs_through_when_the_vcpu_is_alone(guest):
+    """kvm_arch_vcpu_load clears HCR_EL2.TWE for the single task of a physical CPU."""
+    _vm, vcpu, _ = guest
+    assert run_source(guest, "wfe\n wfe" + POWER_OFF).exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+    assert vcpu.stats.wfe_exit_stat == 0
+
+
+def test_a_wfe_spin_loop_exits_and_hands_the_cpu_to_the_vcpu_it_waits_for():
+    """With a second vCPU on the shared physical CPU, WFE traps (kvm_handle_wfx): the waiter
+    yields to the vCPU that will set its flag, and each WFE is stepped over."""
+    vm, vcpus, ram = make_vm(2)
+    flag = RAM_BASE + 0x90000
+    try:
+        waiter, setter = vcpus
+        load(vm, ram, CODE, f"ldr x2, ={flag}\n 1: wfe\n ldr w1, [x2]\n cbz w1, 1b" + POWER_OFF)
+        load(vm, ram, CODE + 0x1000, f"ldr x2, ={flag}\n mov w1, #1\n str w1, [x2]\n 1: wfi\n b 1b")
+        start_at(waiter, CODE)
+        start_at(setter, CODE + 0x1000)
+        exits = {}
+
+        def run(vcpu):
+            exits[vcpu.vcpu_id] = vcpu.run().exit_reason
+
+        threads = [threading.Thread(target=run, args=(v,), daemon=True) for v in vcpus]
+        for thread in threads:
+            thread.start()
+        threads[0].join(60)
+        vm.vcpus[1].interrupt()
+        threads[1].join(60)
+        assert exits[0] == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert waiter.stats.wfe_exit_stat >= 1 and setter.stats.wfe_exit_stat == 0
+    finally:
+        vm.close()

@@ -41,11 +41,11 @@ PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
                                     ctypes.POINTER(ctypes.c_uint64))
 
 
-CORE_BUILD_LABEL = "+softkvm."  # local version label of third_party/unicorn's build
+CORE_BUILD_LABEL = "+softkvm.2"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
 
 
 def core_build() -> str:
-    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.1``."""
+    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.2``."""
     try:
         return f"unicorn {importlib.metadata.version('unicorn')}"
     except importlib.metadata.PackageNotFoundError:

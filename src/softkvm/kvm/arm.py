@@ -12,6 +12,7 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from softkvm.arch import sysregs as S
 from softkvm.hw.clock import monotonic_ns
 from softkvm.hw.core import ALL_CODE, CodeBroadcast
 from softkvm.kvm import handle_exit, irqchip, mmio, trace, uapi
@@ -229,8 +230,13 @@ def kvm_arch_vcpu_ioctl_run(vcpu: Vcpu) -> object:
 
 
 def vcpu_load(vcpu: Vcpu) -> None:
-    """kvm_arch_vcpu_load: the vGIC's VMCR/APRs first, then the timers (which ask the vGIC)."""
+    """kvm_arch_vcpu_load: the vGIC's VMCR/APRs first, then the timers (which ask the vGIC).
+
+    WFE traps unless the vCPU is the only task of its physical CPU (vcpu_set_wfx_traps): every
+    vCPU of a VM shares the one PhysCpu, so with a second vCPU a WFE spin loop exits and hands
+    the CPU to the vCPU it waits for."""
     vcpu.vm.pcpu.acquire(vcpu)
+    vcpu.core.set_hcr_traps(S.HCR_TWE, len(vcpu.vm.vcpus) > 1)
     vgic = vcpu.vm.vgic
     if vgic is not None:
         vgic.kvm_vgic_load(vcpu.vcpu_id)
