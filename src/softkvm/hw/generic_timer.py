@@ -90,9 +90,23 @@ class TimerIrq:
             self._watched[key] = _Watched(state, fd)
         self._poke()   # the watcher must listen to the new eventfd
 
-    def load(self, key: object) -> None:
-        """The vCPU's timers are live in the hardware from now on (vcpu_load)."""
-        self._set_loaded(key, True)
+    def load(self, key: object, masked: list[bool] | None = None) -> None:
+        """The vCPU's timers are live in the hardware from now on (vcpu_load), with the PPI of
+        each timer masked as ``masked`` says (set_masked for both, in the same step)."""
+        with self._lock:
+            watched = self._watched.get(key)
+            if watched is None:
+                return
+            changed = not watched.loaded
+            if changed:
+                watched.loaded = True
+                watched.fired[VTIMER] = watched.fired[PTIMER] = False
+            if masked is not None and watched.masked != masked:
+                changed = changed or not all(masked)  # an unmasked PPI may fire sooner
+                watched.masked[:] = masked
+            wake = changed and self._sooner_locked(watched)
+        if wake:
+            self._poke()
 
     def put(self, key: object) -> None:
         """The vCPU's timers are the hypervisor's again (vcpu_put): no PPI for them."""

@@ -149,8 +149,14 @@ class ArchTimers:
         return ctx.cnt_ctl, ctx.cnt_cval
 
     def should_fire(self, vcpu: Vcpu, ctx: ArchTimerContext) -> bool:
-        ctl, cval = self.registers(vcpu, ctx)
-        return ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE and cval <= self.count(ctx)
+        return self._fires_at(ctx, counter_now())
+
+    def _fires_at(self, ctx: ArchTimerContext, now: int) -> bool:
+        """kvm_timer_should_fire with the physical count ``now``."""
+        ctl, cval = (ctx.hw.ctl, ctx.hw.cval) if ctx.loaded else (ctx.cnt_ctl, ctx.cnt_cval)
+        if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
+            return False
+        return cval <= ((now - self.cntvoff) & MASK64 if ctx.index == VTIMER else now)
 
     def deadline_ns(self, vcpu: Vcpu, ctx: ArchTimerContext) -> int | None:
         """Host time at which ``ctx`` fires, or None if it cannot."""
@@ -201,14 +207,14 @@ class ArchTimers:
         cpu = self.cpus[vcpu.vcpu_id]
         if not cpu.enabled:
             return
-        vgic = self.vm.vgic
+        vgic, now, phys_active = self.vm.vgic, counter_now(), cpu.phys_active
         for ctx in cpu.timers:  # kvm_timer_vcpu_load_gic / _nogic
-            level = self.should_fire(vcpu, ctx)
+            level = self._fires_at(ctx, now)
             if level != ctx.level or vgic is not None:
                 self.update_irq(vcpu, ctx, level)
             mapped = vgic is not None and vgic.kvm_vgic_map_is_active(  # type: ignore[attr-defined]
                 vcpu.vcpu_id, ctx.irq)
-            self._set_phys_active(vcpu, ctx.index, level or mapped)
+            phys_active[ctx.index] = level or mapped
         if cpu.bg_timer is not None:
             cpu.bg_timer.cancel()
             cpu.bg_timer = None
@@ -221,7 +227,7 @@ class ArchTimers:
                 vcpu.tracer.emit("kvm_timer_restore_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
                                  cval=ctx.cnt_cval, timer=ctx.index)
         vcpu.stats.timer_restores += 1
-        self.irq.load(vcpu)
+        self.irq.load(vcpu, phys_active)  # the PPI masks and the loaded state, in one step
 
     def vcpu_put(self, vcpu: Vcpu, blocking: bool) -> None:
         cpu = self.cpus[vcpu.vcpu_id]
