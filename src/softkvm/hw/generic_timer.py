@@ -55,14 +55,18 @@ def comparator_deadline_ns(ctl: int, cval: int, offset: int) -> int | None:
     return ((cval + offset) & MASK64) * NS_PER_TICK
 
 
+def _deadline(watched: _Watched, timer: int) -> int | None:
+    """When ``timer`` can raise the PPI: None while masked, once fired, or with its output off."""
+    if watched.masked[timer] or watched.fired[timer]:
+        return None
+    t = watched.timers[timer]
+    return comparator_deadline_ns(t.ctl, t.cval, watched.state.cntvoff if timer == VTIMER else 0)
+
+
 def _armed(watched: _Watched) -> Iterator[tuple[int, int]]:
     """(timer, deadline) of each timer that can raise the PPI now: unmasked, not yet fired."""
     for timer in (VTIMER, PTIMER):
-        if watched.masked[timer] or watched.fired[timer]:
-            continue
-        t = watched.timers[timer]
-        offset = watched.state.cntvoff if timer == VTIMER else 0
-        when = comparator_deadline_ns(t.ctl, t.cval, offset)
+        when = _deadline(watched, timer)
         if when is not None:
             yield timer, when
 
@@ -151,9 +155,14 @@ class TimerIrq:
             self._poke()
 
     def _sooner_locked(self, watched: _Watched) -> bool:
-        """Whether ``watched`` has a live deadline before the watcher's planned wake-up."""
-        return any(self._wake_at is None or when < self._wake_at
-                   for _timer, when in _armed(watched))
+        """Whether ``watched`` has a live deadline before the watcher's planned wake-up (asked
+        at every vcpu_load: a plain loop, no generator)."""
+        wake_at = self._wake_at
+        for timer in (VTIMER, PTIMER):
+            when = _deadline(watched, timer)
+            if when is not None and (wake_at is None or when < wake_at):
+                return True
+        return False
 
     def stop(self) -> None:
         self._stopped = True

@@ -11,7 +11,6 @@ one loaded.
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
 import importlib.util
 import weakref
 from dataclasses import dataclass, field
@@ -46,6 +45,8 @@ CORE_BUILD_LABEL = "+softkvm.2"  # third_party/unicorn/build.py LOCAL_LABEL, wit
 
 def core_build() -> str:
     """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.2``."""
+    import importlib.metadata  # only the benchmark and the tests ask: keep it off start-up
+
     try:
         return f"unicorn {importlib.metadata.version('unicorn')}"
     except importlib.metadata.PackageNotFoundError:
