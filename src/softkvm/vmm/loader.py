@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from typing import TYPE_CHECKING
 
 from softkvm.errors import ImageError
 from softkvm.vmm.fdt import MAX_DTB_SIZE
 from softkvm.vmm.memory import GuestMemory
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -217,6 +218,10 @@ def _load_elf(mem: GuestMemory, data: bytes, path: str) -> LoadedImage:
 
 def _parse_elf(data: bytes, path: str) -> tuple[int, list[_Segment]]:
     """Header checks and PT_LOAD segments; any parse failure becomes an ImageError."""
+    # pyelftools takes 40 ms to import: only an ELF image pays for it.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(io.BytesIO(data))
         _check_elf_header(elf, path)
