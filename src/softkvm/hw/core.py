@@ -52,6 +52,9 @@ _BLOCK_SCAN_LIMIT = 64
 REG_PSTATE = A.UC_ARM64_REG_PSTATE
 
 _CTL_TLB_FLUSH_WRITE = (U.UC_CTL_IO_WRITE << 30) | U.UC_CTL_TLB_FLUSH  # UC_CTL_WRITE(.., 0)
+# UC_CTL_WRITE(UC_CTL_KICK_FLAG, 1): softkvm's core build checks the kick at every block start
+# (third_party/unicorn); a stock core answers UC_ERR_ARG and the shim's block hook checks it.
+_CTL_KICK_FLAG_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 1)
 PAGE_SIZE = 4096
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
@@ -89,6 +92,7 @@ class CoreExit:
 class CoreStats:
     reflected: dict[int, int]  # guest exceptions reflected to EL1, by EC
     slices: int = 0
+    kicks: int = 0  # slices a kick (or a stop asked for by a callback) ended
 
 
 class Core:
@@ -143,7 +147,9 @@ class Core:
                 raise N.NativeShimError(f"uc_hook_add({kind}) failed with uc_err {err}")
             self._hooks.append(handle.value)
 
-        add(U.UC_HOOK_BLOCK, shim.skvm_block_cb())
+        kick = ctypes.c_void_p(ctypes.addressof(self.state) + N.SkvmVcpu.kick.offset)
+        if lib.uc_ctl(uch, _CTL_KICK_FLAG_WRITE, kick) != U.UC_ERR_OK:
+            add(U.UC_HOOK_BLOCK, shim.skvm_block_cb())  # a stock core: the shim checks the kick
         add(U.UC_HOOK_INTR, shim.skvm_intr_cb())
         # Never cover RAM with a memory hook: it sends every guest store down the slow path.
         for begin, end in _gaps(self.ram):
@@ -208,12 +214,14 @@ class Core:
                 return CoreExit(ExitKind.INTERNAL, message=f"the core stopped with uc_err {err}: "
                                 f"{unicorn.UcError(err)} at pc={raw.read(REG_PC):#x}")
             if st.exit_kind == N.EXIT_NONE:
+                self.stats.kicks += 1
                 return CoreExit(ExitKind.KICKED)
             exit_ = self._intr_exit()
             if exit_ is not None:
                 return exit_
             if st.kick:  # a reflected exception must not hide a pending kick
                 st.kick = 0
+                self.stats.kicks += 1
                 return CoreExit(ExitKind.KICKED)
 
     def _broadcast(self) -> None:

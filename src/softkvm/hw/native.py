@@ -40,11 +40,11 @@ PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
                                     ctypes.POINTER(ctypes.c_uint64))
 
 
-CORE_BUILD_LABEL = "+softkvm.2"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
+CORE_BUILD_LABEL = "+softkvm.3"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
 
 
 def core_build() -> str:
-    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.2``."""
+    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.3``."""
     import importlib.metadata  # only the benchmark and the tests ask: keep it off start-up
 
     try:
@@ -90,7 +90,6 @@ class SkvmVcpu(ctypes.Structure):
         ("timer", SkvmTimer * 2),
         ("cntvoff", ctypes.c_uint64),
         ("timer_writes", ctypes.c_uint64),
-        ("n_kicks", ctypes.c_uint64),
         ("n_intr", ctypes.c_uint64),
         ("n_sysreg_py", ctypes.c_uint64),
         ("n_sysreg_timer", ctypes.c_uint64),

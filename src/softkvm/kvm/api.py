@@ -280,7 +280,7 @@ class Vcpu:
         core = self.core
         state = core.state
         return read_vcpu_stats(self.stats, {
-            "core_slices": core.stats.slices, "core_kicks": state.n_kicks,
+            "core_slices": core.stats.slices, "core_kicks": core.stats.kicks,
             "sysreg_emulated": state.n_sysreg_py, "timer_sysreg_accesses": state.n_sysreg_timer,
         }, dict(core.stats.reflected))
 

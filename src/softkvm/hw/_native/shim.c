@@ -60,7 +60,8 @@ struct skvm_timer {
 };
 
 struct skvm_vcpu {
-    /* Kick: any thread sets it; the block hook consumes it at the next block boundary. */
+    /* Kick: any thread sets it; the core (UC_CTL_KICK_FLAG) or the block hook consumes it at the
+     * next block boundary. */
     volatile int32_t kick;
     int32_t notify_fd; /* eventfd poked when a timer register changes, or -1 */
 
@@ -85,7 +86,6 @@ struct skvm_vcpu {
     uint64_t timer_writes;  /* bumped on every CTL/CVAL/TVAL write */
 
     /* Counters (read by the stats layer). */
-    uint64_t n_kicks;
     uint64_t n_intr;
     uint64_t n_sysreg_py;
     uint64_t n_sysreg_timer;
@@ -125,7 +125,9 @@ static void notify(struct skvm_vcpu *v)
 
 /* --- the kick --------------------------------------------------------------------------- */
 
-/* Stopping here is exact: the block hook runs before any instruction of the block. */
+/* Only for a core without UC_CTL_KICK_FLAG (stock Unicorn): softkvm's build checks the flag itself
+ * at the start of every block, without the cost of a hook. Stopping here is exact too: the block
+ * hook runs before any instruction of the block. */
 static void block_cb(uc_engine *uc, uint64_t address, uint32_t size, void *user)
 {
     struct skvm_vcpu *v = user;
@@ -133,7 +135,6 @@ static void block_cb(uc_engine *uc, uint64_t address, uint32_t size, void *user)
     (void)size;
     if (__builtin_expect(v->kick, 0)) {
         v->kick = 0;
-        v->n_kicks++;
         v->api->emu_stop(uc);
     }
 }
