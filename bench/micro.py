@@ -1,7 +1,7 @@
 """The CPU-bound ceiling: a guest loop through the real KVM_RUN loop against bare Unicorn.
 
 The same assembled loop runs on a bare Unicorn instance (no hooks) and as a softkvm vCPU; the
-ratio says what the run loop's machinery (kick hook, sysreg filter) costs code that never traps.
+ratio says what the run loop's machinery (sysreg filter, kick check) costs code that never traps.
 Best of several interleaved runs (a ceiling: the least disturbed run of each). The trap path and the interrupt machinery are measured by the bench
 guest (bench/suite.py).
 """
@@ -119,5 +119,5 @@ def cpu_bound() -> list[Result]:
         results += [Result(f"cpu {name}: bare Unicorn", bare, "MIPS"),
                     Result(f"cpu {name}: softkvm", ours, "MIPS"),
                     Result(f"cpu {name}: ratio softkvm/bare", ours / bare, "x",
-                           "goal >= 0.9; the per-block kick hook is the difference")]
+                           "goal >= 0.9; softkvm adds the sysreg filter and the kick check")]
     return results
