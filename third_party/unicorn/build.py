@@ -59,6 +59,10 @@ def unpack(archive: Path, workdir: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(workdir, filter="data")
     run(["git", "apply", "-p1", str(PATCH)], cwd=tree)
+    # git apply skips paths it takes to be outside the working directory without failing:
+    # check that the patch really landed.
+    if "UC_CTL_KICK_FLAG" not in (tree / "src/include/unicorn/unicorn.h").read_text():
+        raise BuildError(f"{PATCH.name} did not apply to {tree}: apply it by hand and rerun")
     info = tree / "PKG-INFO"  # setuptools-scm takes the version from here in an sdist
     text = info.read_text()
     info.write_text(text.replace(f"\nVersion: {VERSION}\n",
