@@ -138,8 +138,10 @@ class ArchTimers:
 
     # --- predicates ---------------------------------------------------------------------
 
-    def count(self, ctx: ArchTimerContext) -> int:
-        now = counter_now()
+    def count(self, ctx: ArchTimerContext, now: int | None = None) -> int:
+        """The count ``ctx`` compares against, at the physical count ``now`` (default: now)."""
+        if now is None:
+            now = counter_now()
         return (now - self.cntvoff) & MASK64 if ctx.index == VTIMER else now
 
     def registers(self, vcpu: Vcpu, ctx: ArchTimerContext) -> tuple[int, int]:
@@ -148,15 +150,10 @@ class ArchTimers:
             return live.ctl, live.cval
         return ctx.cnt_ctl, ctx.cnt_cval
 
-    def should_fire(self, vcpu: Vcpu, ctx: ArchTimerContext) -> bool:
-        return self._fires_at(ctx, counter_now())
-
-    def _fires_at(self, ctx: ArchTimerContext, now: int) -> bool:
-        """kvm_timer_should_fire with the physical count ``now``."""
-        ctl, cval = (ctx.hw.ctl, ctx.hw.cval) if ctx.loaded else (ctx.cnt_ctl, ctx.cnt_cval)
-        if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
-            return False
-        return cval <= ((now - self.cntvoff) & MASK64 if ctx.index == VTIMER else now)
+    def should_fire(self, vcpu: Vcpu, ctx: ArchTimerContext, now: int | None = None) -> bool:
+        """kvm_timer_should_fire, at the physical count ``now`` (default: now)."""
+        ctl, cval = self.registers(vcpu, ctx)
+        return ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE and cval <= self.count(ctx, now)
 
     def deadline_ns(self, vcpu: Vcpu, ctx: ArchTimerContext) -> int | None:
         """Host time at which ``ctx`` fires, or None if it cannot."""
@@ -209,7 +206,7 @@ class ArchTimers:
             return
         vgic, now, phys_active = self.vm.vgic, counter_now(), cpu.phys_active
         for ctx in cpu.timers:  # kvm_timer_vcpu_load_gic / _nogic
-            level = self._fires_at(ctx, now)
+            level = self.should_fire(vcpu, ctx, now)
             if level != ctx.level or vgic is not None:
                 self.update_irq(vcpu, ctx, level)
             mapped = vgic is not None and vgic.kvm_vgic_map_is_active(  # type: ignore[attr-defined]
