@@ -242,10 +242,15 @@ def lr_hw_or_resample(lay: G.LrLayout, irq: VgicIrq, val: int, allow_pending: bo
     return val, allow_pending
 
 
+def lr_pends_mapped_level(lay: G.LrLayout, irq: VgicIrq, val: int) -> bool:
+    """List register ``val`` holds mapped level interrupt ``irq`` as pending."""
+    return is_mapped_level(irq) and bool(lay.state.get(val) & G.LR_STATE_PENDING)
+
+
 def lr_consume_mapped_level(lay: G.LrLayout, irq: VgicIrq, val: int) -> None:
     """A mapped level interrupt put in an LR as pending: only rising edges of its line reach
     the vGIC from now on."""
-    if is_mapped_level(irq) and lay.state.get(val) & G.LR_STATE_PENDING:
+    if lr_pends_mapped_level(lay, irq, val):
         irq.line_level = False
 
 

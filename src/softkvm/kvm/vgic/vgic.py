@@ -40,16 +40,13 @@ from softkvm.kvm.vgic.arm_vgic import (
     VgicIrq,
     VgicLock,
     flush_sort_key,
-    get_phys_line_level,
     irq_is_pending,
-    is_mapped_level,
     is_private,
-    lr_consume_mapped_level,
     lr_count,
-    needs_resampling,
     set_phys_active,
 )
 from softkvm.kvm.vgic.vgic_guest import VgicGuestAccess
+from softkvm.kvm.vgic.vgic_park import VgicParkedLrs
 from softkvm.kvm.vgic.vgic_v2 import vgic_v2_fold_lr, vgic_v2_populate_lr
 
 
@@ -80,7 +77,7 @@ AckNotifier = Callable[[int], None]   # (SPI index = INTID - 32), on guest EOI o
 
 
 @dataclass(slots=True, eq=False)
-class Vgic(VgicGuestAccess):
+class Vgic(VgicGuestAccess, VgicParkedLrs):
     """The per-VM vGIC (kernel: struct vgic_dist) and every entry point the kernel side uses."""
 
     vm: VgicVmHost
@@ -349,55 +346,6 @@ class Vgic(VgicGuestAccess):
                     return
                 self._fold_lr_state(cpu)
             self._prune_ap_list(cpu)
-
-    # --- parked list registers ---------------------------------------------------------------
-    # A guest that runs with its interrupts masked (Linux printing to the console, say) exits
-    # over and over with the same interrupts in its LRs, untouched: each sync would fold them
-    # back and each flush write them again, changing nothing. Such LRs stay in place instead
-    # ("parked"), and the state stays as the flush left it: the next flush reuses them if
-    # nobody took the vGIC lock in between, and whoever takes it first folds them back.
-
-    def _park(self, cpu: VgicCpu) -> bool:
-        """Leave the LRs in place if the guest did not touch them and folding them would only
-        re-read mapped lines that are still high (a low one must be seen now)."""
-        if self.lock.generation != cpu.flushed_gen + 1 or cpu.vif.lr[:cpu.used_lrs] != \
-                cpu.flushed_lrs:   # someone changed state during the run, or the guest did
-            return False
-        lay = cpu.vif.layout
-        for irq, lr in zip(cpu.lr_irqs, cpu.flushed_lrs):
-            if is_mapped_level(irq) and lay.state.get(lr) & G.LR_STATE_PENDING:
-                if needs_resampling(irq) or not get_phys_line_level(irq):
-                    return False
-        for irq, lr in zip(cpu.lr_irqs, cpu.flushed_lrs):   # what the fold's resample reads
-            if is_mapped_level(irq) and lay.state.get(lr) & G.LR_STATE_PENDING:
-                irq.line_level = True
-        cpu.parked_gen = self.lock.generation
-        self.lock.unpark = self._unpark_all
-        return True
-
-    def _reload_parked(self, cpu: VgicCpu) -> None:
-        """The flush of parked LRs: they are what a fresh populate would write; only its
-        consumption of mapped levels is re-done."""
-        lay = cpu.vif.layout
-        for irq, lr in zip(cpu.lr_irqs, cpu.flushed_lrs):
-            lr_consume_mapped_level(lay, irq, lr)
-        cpu.parked_gen = None
-        self._update_unpark()
-
-    def _unpark(self, cpu: VgicCpu) -> None:
-        cpu.parked_gen = None
-        self._fold_lr_state(cpu)
-        self._prune_ap_list(cpu)
-        self._update_unpark()
-
-    def _unpark_all(self) -> None:
-        for cpu in self.cpus:
-            if cpu.parked_gen is not None:
-                self._unpark(cpu)
-
-    def _update_unpark(self) -> None:
-        parked = any(cpu.parked_gen is not None for cpu in self.cpus)
-        self.lock.unpark = self._unpark_all if parked else None
 
     def _fold_lr_state(self, cpu: VgicCpu) -> None:
         vif = cpu.vif
