@@ -140,7 +140,6 @@ def read_vcpu_stats(stats: VcpuStats, core: dict[str, int],
 
 def read_vm_stats(stats: VmStats, pcpu_switches: int) -> StatsRead:
     return StatsRead(kvm={name: getattr(stats, name) for name in KVM_VM_STATS},
-                     softkvm={"remote_tb_flush": stats.remote_tb_flush,
-                              "remote_tb_page_flush": stats.remote_tb_page_flush,
-                              "pcpu_switches": pcpu_switches},
+                     softkvm={name: pcpu_switches if name == "pcpu_switches"
+                              else getattr(stats, name) for name in SOFTKVM_VM_STATS},
                      exits_by_reason={}, reflected_by_ec={})
