@@ -46,16 +46,16 @@ TIMER_REGS = (S.CNTV_CTL_EL0, S.CNTV_CVAL_EL0, S.CNTV_TVAL_EL0,
 X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(31)]
 REG_PC = A.UC_ARM64_REG_PC
 REG_SP = A.UC_ARM64_REG_SP
+REG_PSTATE = A.UC_ARM64_REG_PSTATE
 MASK64 = 0xFFFFFFFFFFFFFFFF
+PAGE_SIZE = 4096
 # How far past a reported PC the faulting access is looked for: a translation block's length.
 _BLOCK_SCAN_LIMIT = 64
-REG_PSTATE = A.UC_ARM64_REG_PSTATE
 
 _CTL_TLB_FLUSH_WRITE = (U.UC_CTL_IO_WRITE << 30) | U.UC_CTL_TLB_FLUSH  # UC_CTL_WRITE(.., 0)
 # UC_CTL_WRITE(UC_CTL_KICK_FLAG, 1): softkvm's core build checks the kick at every block start
 # (third_party/unicorn); a stock core answers UC_ERR_ARG and the shim's block hook checks it.
 _CTL_KICK_FLAG_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 1)
-PAGE_SIZE = 4096
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
 ALL_CODE: Final = "all"

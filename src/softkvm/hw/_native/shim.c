@@ -9,8 +9,9 @@
  *
  * Why C: Unicorn calls a MRS/MSR hook for every op0=2/3 access in range (Linux reads SP_EL0 and
  * TPIDR_EL1 millions of times), and on a stock core the kick needs a block hook for every
- * translation block. Only a C callback is cheap enough for both. Everything decided here is recorded in `struct skvm_vcpu`, which
- * Python maps with ctypes (keep hw/native.py's mirror in sync with this layout).
+ * translation block. Only a C callback is cheap enough for both. Everything decided here is
+ * recorded in `struct skvm_vcpu`, which Python maps with ctypes (keep hw/native.py's mirror in
+ * sync with this layout).
  *
  * libunicorn is not linked: Python passes the entry points it already loaded (skvm_set_api), so
  * the shim works with whatever copy of libunicorn the unicorn package ships.
