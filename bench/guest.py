@@ -77,7 +77,8 @@ def run_softkvm(mode: Mode, append: str, smp: int = 2, irqfd: IrqfdCounts | None
     args = f"{append} {host.bootargs}".strip() if host is not None else append
     config = VmConfig(kernel=image, smp=smp, gic=mode.gic,  # type: ignore[arg-type]
                       irqchip=mode.irqchip, append=args,  # type: ignore[arg-type]
-                      console_out=io.BytesIO(), timeout=TIMEOUT_S)  # the recorder taps the UART
+                      console_out=io.BytesIO(), timeout=TIMEOUT_S,  # the recorder taps the UART
+                      coalesced_mmio=False)  # it snapshots at each byte's own exit
     start = time.monotonic()
     machine = build(config)
     try:

@@ -173,3 +173,98 @@ def _kicking(core):
     finally:
         stop.set()
         thread.join()
+
+
+def _coalescing(core, zones):
+    ring = N.CoalescedMmioRing()
+    table = N.coalesced_zones(zones)
+    config = N.CoalescedMmioConfig(N.ctypes.pointer(ring), N.COALESCED_MMIO_MAX, 0,
+                                   N.ctypes.addressof(table))
+    assert core.set_coalesced_mmio(config)
+    return ring, config, table
+
+
+def _entries(ring):
+    return [(e.phys_addr, e.len, bytes(e.data))
+            for e in (ring.coalesced_mmio[i] for i in range(ring.first, ring.last))]
+
+
+def test_a_write_inside_a_coalesced_zone_is_queued_without_an_exit(core_vm):
+    """Part 6: writes wholly inside a zone land in the ring, in order, with their width and
+    little-endian bytes; the first write that leaves the zone stops on its own instruction."""
+    vm, core, ram = core_vm
+    ring, *keep = _coalescing(core, [(0x09000000, 4), (0x09001000, 0x10)])
+    load(vm, ram, CODE, """
+        ldr x0, =0x09000000
+        ldr x3, =0x09001000
+        mov w1, #0x41
+        str w1, [x0]
+        strb w1, [x0, #3]
+        ldr x1, =0x1122334455667788
+        str x1, [x3, #8]
+        strh w1, [x0, #3]
+        b .
+    """)
+    core.flush_tb()
+    core.set_pc(CODE)
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and exit_.is_write  # strh at +3 spills past the zone
+    assert (exit_.addr, exit_.size) == (0x09000003, 2)
+    assert core.get_pc() == CODE + 28
+    assert _entries(ring) == [
+        (0x09000000, 4, b"A" + bytes(7)),
+        (0x09000003, 1, b"A" + bytes(7)),
+        (0x09001008, 8, bytes.fromhex("8877665544332211")),
+    ]
+
+
+def test_reads_in_a_coalesced_zone_exit_and_a_full_ring_stops_the_write(core_vm):
+    """Only writes coalesce; with the ring full the next write exits on its own instruction,
+    and once the consumer frees a slot, writes queue again."""
+    vm, core, ram = core_vm
+    ring, *keep = _coalescing(core, [(0x09000000, 8)])
+    load(vm, ram, CODE, """
+        ldr x0, =0x09000000
+        ldr w2, [x0]
+    1:  str w1, [x0]
+        add w1, w1, #1
+        b 1b
+    """)
+    core.flush_tb()
+    core.set_x(1, 0)
+    core.set_pc(CODE)
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and not exit_.is_write
+    core.set_pc(core.get_pc() + 4)
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and exit_.is_write
+    assert ring.first == 0 and ring.last == N.COALESCED_MMIO_MAX - 1
+    assert core.get_x(1) == N.COALESCED_MMIO_MAX - 1  # the write of that value is the one held
+    assert [e[2][0] for e in _entries(ring)] == [i & 0xFF for i in range(N.COALESCED_MMIO_MAX - 1)]
+    ring.first = 5
+    assert core.run().kind is ExitKind.DABT
+    assert ring.last == 4 and core.get_x(1) == N.COALESCED_MMIO_MAX + 4
+
+
+def test_a_new_zone_table_takes_effect_at_the_next_write(core_vm):
+    """The zones pointer may be swapped between runs: a zone dropped no longer coalesces, and
+    one put back coalesces again."""
+    vm, core, ram = core_vm
+    ring, config, table = _coalescing(core, [(0x09000000, 4)])
+    load(vm, ram, CODE, """
+        ldr x0, =0x09000000
+        str w1, [x0]
+        str w1, [x0]
+        hvc #0
+    """)
+    core.flush_tb()
+    core.set_pc(CODE)
+    empty = N.coalesced_zones([])
+    config.zones = N.ctypes.addressof(empty)
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and exit_.is_write
+    assert ring.last == 0 and core.get_pc() == CODE + 4
+    config.zones = N.ctypes.addressof(table)
+    core.set_pc(CODE + 8)  # the first write, handled as the exit asked
+    assert core.run().kind is ExitKind.HVC
+    assert _entries(ring) == [(0x09000000, 4, bytes(8))]

@@ -56,6 +56,9 @@ _CTL_TLB_FLUSH_WRITE = (U.UC_CTL_IO_WRITE << 30) | U.UC_CTL_TLB_FLUSH  # UC_CTL_
 # UC_CTL_WRITE(UC_CTL_KICK_FLAG, 1): softkvm's core build checks the kick at every block start
 # (third_party/unicorn); a stock core answers UC_ERR_ARG and the shim's block hook checks it.
 _CTL_KICK_FLAG_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 1)
+# UC_CTL_WRITE(UC_CTL_COALESCED_MMIO, 1): the same build appends writes to coalesced zones to a
+# ring without stopping; a stock core answers UC_ERR_ARG and such writes exit as any other.
+_CTL_COALESCED_MMIO_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 2)
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
 ALL_CODE: Final = "all"
@@ -169,6 +172,13 @@ class Core:
     def set_sysreg_policy(self, encoding: int, policy: int) -> None:
         """Route guest MRS/MSR of ``encoding``: native, Python (``sysreg_handler``) or timer."""
         self.state.policy[encoding] = policy
+
+    def set_coalesced_mmio(self, config: N.CoalescedMmioConfig) -> bool:
+        """Let the core append writes to ``config``'s zones to its ring with no exit; False
+        when the core cannot (a stock build: such writes then exit like any unbacked write)."""
+        err = self.native.uclib.uc_ctl(self.uc._uch, _CTL_COALESCED_MMIO_WRITE,
+                                       ctypes.c_void_p(ctypes.addressof(config)))
+        return err == U.UC_ERR_OK
 
     def map_mmio(self, base: int, size: int, read: Callable[[int, int], int],
                  write: Callable[[int, int, int], None]) -> None:

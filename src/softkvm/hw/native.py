@@ -40,11 +40,11 @@ PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
                                     ctypes.POINTER(ctypes.c_uint64))
 
 
-CORE_BUILD_LABEL = "+softkvm.3"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
+CORE_BUILD_LABEL = "+softkvm.4"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
 
 
 def core_build() -> str:
-    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.3``."""
+    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.4``."""
     import importlib.metadata  # only the benchmark and the tests ask: keep it off start-up
 
     try:
@@ -101,6 +101,45 @@ class SkvmVcpu(ctypes.Structure):
         ("py_cookie", ctypes.c_void_p),
         ("policy", ctypes.c_uint8 * 65536),
     ]
+
+
+# UC_CTL_COALESCED_MMIO (softkvm's core build): the ring is Linux's struct kvm_coalesced_mmio_ring,
+# one page of 24-byte entries after {first, last}.
+COALESCED_MMIO_MAX = (4096 - 8) // 24
+
+
+class CoalescedMmioEntry(ctypes.Structure):
+    _fields_ = [("phys_addr", ctypes.c_uint64), ("len", ctypes.c_uint32),
+                ("pio", ctypes.c_uint32), ("data", ctypes.c_uint8 * 8)]
+
+
+class CoalescedMmioRing(ctypes.Structure):
+    _fields_ = [("first", ctypes.c_uint32), ("last", ctypes.c_uint32),
+                ("coalesced_mmio", CoalescedMmioEntry * COALESCED_MMIO_MAX)]
+
+
+class CoalescedMmioZone(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint64), ("size", ctypes.c_uint64)]
+
+
+class CoalescedMmioConfig(ctypes.Structure):
+    """``uc_coalesced_mmio``: the ring, its size, and a zone table (``coalesced_zones``)."""
+
+    _fields_ = [("ring", ctypes.POINTER(CoalescedMmioRing)), ("max", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32), ("zones", ctypes.c_void_p)]
+
+
+def coalesced_zones(zones: list[tuple[int, int]]) -> ctypes.Structure:
+    """A ``uc_coalesced_mmio_zones`` table: a count, then (addr, size) pairs."""
+
+    class Zones(ctypes.Structure):
+        _fields_ = [("count", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                    ("zone", CoalescedMmioZone * len(zones))]
+
+    table = Zones(len(zones))
+    for index, (addr, size) in enumerate(zones):
+        table.zone[index] = CoalescedMmioZone(addr, size)
+    return table
 
 
 class NativeShimError(SoftkvmError):

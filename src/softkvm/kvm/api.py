@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from softkvm.arch import psci as P
 from softkvm.hw.clock import HostTimers, counter_now
 from softkvm.hw.core import Core
+from softkvm.hw import native as N
 from softkvm.hw.native import Native
 from softkvm.hw.pcpu import PhysCpu
 from softkvm.kvm import arm, irq_line, irqchip, one_reg, uapi
 from softkvm.kvm.arch_timer import ArchTimers
+from softkvm.kvm.coalesced_mmio import CoalescedMmio, CoalescedMmioZone
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
 from softkvm.kvm.trace import Tracer
@@ -29,6 +31,8 @@ from softkvm.kvm.vgic.vgic_irqfd import KvmIrqRoutingEntry
 
 SUPPORTED_CAPS = {
     uapi.KVM_CAP_USER_MEMORY: 1,
+    uapi.KVM_CAP_COALESCED_MMIO: uapi.KVM_COALESCED_MMIO_PAGE_OFFSET,
+    uapi.KVM_CAP_COALESCED_PIO: 1,
     uapi.KVM_CAP_ARM_PSCI: 1,
     uapi.KVM_CAP_ARM_PSCI_0_2: 1,
     uapi.KVM_CAP_IMMEDIATE_EXIT: 1,
@@ -84,6 +88,7 @@ class Vm:
         self.psci_version = P.VERSION_1_0
         self.cntvoff = counter_now()  # guest virtual time starts near 0 (kvm_timer_vcpu_init)
         self.timers = ArchTimers(self, self.hrtimers)
+        self.coalesced_mmio = CoalescedMmio()
         self.closed = False
 
     # --- KVM_CHECK_EXTENSION on the VM fd ------------------------------------------------------
@@ -110,6 +115,19 @@ class Vm:
     def gpa_in_memslot(self, gpa: int) -> bool:
         return any(s.guest_phys_addr <= gpa < s.guest_phys_addr + s.size
                    for s in self.memslots.values())
+
+    def register_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_REGISTER_COALESCED_MMIO: guest writes wholly inside [addr, addr + size) queue
+        in the ring (``Vcpu.coalesced_mmio_ring``) instead of exiting; drain it after every
+        KVM_RUN, before handling the exit. Only for registers whose writes may take effect
+        late: nothing is delivered before the next exit to userspace."""
+        with self.lock:
+            self.coalesced_mmio.register(CoalescedMmioZone(addr, size, pio))
+
+    def unregister_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_UNREGISTER_COALESCED_MMIO: drop the zones that lie inside the range."""
+        with self.lock:
+            self.coalesced_mmio.unregister(CoalescedMmioZone(addr, size, pio))
 
     def notify_memory_written(self) -> None:
         """Host wrote guest RAM (image load, DMA): drop translations made from the old bytes."""
@@ -204,6 +222,7 @@ class Vcpu:
         regions = [(s.guest_phys_addr, s.memory) for s in vm.memslots.values()]
         self.core = Core(vm.native, regions, self.mpidr)
         self.core.on_broadcast = lambda core, tlbi, code: arm.broadcast_flush(self, tlbi, code)
+        vm.coalesced_mmio.attach(self.core)
         self.run_struct = KvmRun()
         self.stats = VcpuStats()
         self.tracer = vm.tracer  # one attribute away from every run-loop trace site
@@ -253,6 +272,12 @@ class Vcpu:
     def wait_not_running(self, timeout: float) -> bool:
         with self.cond:
             return self.cond.wait_for(lambda: not self.running, timeout)
+
+    @property
+    def coalesced_mmio_ring(self) -> N.CoalescedMmioRing:
+        """The page at KVM_COALESCED_MMIO_PAGE_OFFSET of the vCPU mapping: the VM's one ring
+        (``first`` is the consumer's, ``last`` the producer's index)."""
+        return self.vm.coalesced_mmio.ring
 
     @property
     def immediate_exit(self) -> bool:

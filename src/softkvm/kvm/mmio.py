@@ -30,24 +30,29 @@ class PendingMmio:
 
 
 def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
-    """A load/store hit no RAM: hand it to userspace as KVM_EXIT_MMIO."""
+    """A load/store hit no RAM: a coalesced write is queued, anything else goes to userspace
+    as KVM_EXIT_MMIO."""
     insn = exit_.insn
     if insn is None:  # not a single-register access (KVM: ISV=0): an external abort
         vcpu.stats.abort_exits += 1
         inject_sea(vcpu, is_write=exit_.is_write, is_fetch=False, far=None)
+        return 1
+    data = (vcpu.core.get_x(insn.rt) if not insn.is_load else 0) & ((1 << (8 * insn.size)) - 1)
+    if vcpu.tracer.on:  # a write carries its data; a read is satisfied by userspace later
+        vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id,
+                         type="unsatisfied-read" if insn.is_load else "write", len=insn.size,
+                         gpa=exit_.addr, val=None if insn.is_load else data)
+    vcpu.mmio_needed = PendingMmio(insn, exit_.addr, exit_.va)
+    if not insn.is_load and vcpu.vm.coalesced_mmio.write(exit_.addr, insn.size, data):
+        vcpu.stats.mmio_exit_kernel += 1  # kvm_io_bus_write took it: the coalesced ring
+        kvm_handle_mmio_return(vcpu)
         return 1
     run = vcpu.run_struct
     run.exit_reason = uapi.KVM_EXIT_MMIO
     run.mmio.phys_addr = exit_.addr
     run.mmio.len = insn.size
     run.mmio.is_write = not insn.is_load
-    data = (vcpu.core.get_x(insn.rt) if not insn.is_load else 0) & ((1 << (8 * insn.size)) - 1)
     run.mmio.data[:] = data.to_bytes(8, "little")
-    vcpu.mmio_needed = PendingMmio(insn, exit_.addr, exit_.va)
-    if vcpu.tracer.on:  # a write carries its data; a read is satisfied by userspace later
-        vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id,
-                         type="unsatisfied-read" if insn.is_load else "write", len=insn.size,
-                         gpa=exit_.addr, val=None if insn.is_load else data)
     vcpu.stats.mmio_exit_user += 1
     return 0
 

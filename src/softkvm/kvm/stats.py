@@ -77,7 +77,7 @@ class VcpuStats:
     wfe_exit_stat: int = 0
     wfi_exit_stat: int = 0
     mmio_exit_user: int = 0         # DABT handed to the VMM (KVM_EXIT_MMIO)
-    mmio_exit_kernel: int = 0       # DABT served by the in-kernel vGIC (distributor/redists)
+    mmio_exit_kernel: int = 0       # DABT served in the kernel: vGIC, coalesced ring (stock core)
     signal_exits: int = 0           # KVM_EXIT_INTR because of a signal (Vcpu.interrupt)
     exits: int = 0                  # every trip out of the guest
     # --- softkvm's own

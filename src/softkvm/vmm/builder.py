@@ -17,6 +17,7 @@ from softkvm.vmm import fdt, loader, trace_export
 from softkvm.vmm import console
 from softkvm.vmm.bus import Bus
 from softkvm.vmm.config import VmConfig
+from softkvm.vmm.devices import pl011
 from softkvm.vmm.devices.pl011 import Pl011
 from softkvm.vmm.irqchip import kernel as kernel_irqchip
 from softkvm.vmm.irqchip import user as user_irqchip
@@ -91,6 +92,9 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     console_out = console.ConsoleWriter(config.console_out)
     uart = Pl011(irq=irqchip.level_line(layout.uart_intid), write=console_out)
     bus.add(layout.uart.base, layout.uart.size, uart, "pl011")
+    if config.coalesced_mmio and vm.check_extension(uapi.KVM_CAP_COALESCED_MMIO):
+        for offset, size in pl011.COALESCED_RANGES:
+            vm.register_coalesced_mmio(layout.uart.base + offset, size)
     boot = loader.load(memory, config.kernel, initrd=config.initrd,
                        make_dtb=lambda initrd: _device_tree(config, layout, [uart], initrd))
     if config.dump_dtb is not None:

@@ -58,6 +58,7 @@ class VmConfig:
     trace: Path | None = None             # write a Perfetto / Chrome JSON trace here at exit
     console_out: BinaryIO | None = None   # None: the process's stdout
     console_in: BinaryIO | None = None    # None: no console input
+    coalesced_mmio: bool = True           # queue UARTDR writes (KVM_REGISTER_COALESCED_MMIO)
 
     def validate(self) -> VmConfig:
         if not 1 <= self.smp <= MAX_SMP:

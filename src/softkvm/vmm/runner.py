@@ -4,6 +4,11 @@ Counterpart: QEMU's accel/kvm/kvm-all.c ``kvm_cpu_exec`` and kvmtool's ``kvm_cpu
 thread per vCPU loops on ``run()`` and handles each exit value; MMIO goes to the bus, a system
 event stops the machine. Exit handling is a plain function of (vcpu, kvm_run) so tests can feed
 it exits directly.
+
+Coalesced MMIO writes are drained to the bus after every ``run()``, before its exit is handled
+(``kvm_flush_coalesced_mmio_buffer``), so devices see them in guest order. The thread that
+waits for the guest also drains the ring every ``COALESCED_FLUSH_S``: a guest that writes and
+then only waits (WFI is handled in the kernel) still has its writes delivered.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from softkvm.kvm.api import Vcpu, Vm
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
 from softkvm.vmm.bus import Bus
+
+
+COALESCED_FLUSH_S = 0.02
 
 
 class StopReason(Enum):
@@ -55,6 +63,7 @@ class Runner:
     _stop: threading.Event = field(default_factory=threading.Event)
     _result: RunResult | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _coalesced_lock: threading.Lock = field(default_factory=threading.Lock)
     unhandled_mmio: int = 0
 
     def run(self, timeout: float | None = None) -> RunResult:
@@ -64,10 +73,14 @@ class Runner:
                                     name=f"vcpu{v.vcpu_id}") for v in self.vm.vcpus]
         for thread in threads:
             thread.start()
-        if not self._stop.wait(timeout):
-            self.stop(RunResult(StopReason.TIMEOUT, f"no power-off after {timeout:g} s"))
+        deadline = None if timeout is None else start + timeout
+        while not self._stop.wait(COALESCED_FLUSH_S):
+            self.flush_coalesced_mmio()
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stop(RunResult(StopReason.TIMEOUT, f"no power-off after {timeout:g} s"))
         for thread in threads:
             thread.join()
+        self.flush_coalesced_mmio()
         assert self._result is not None
         self._result.seconds = time.monotonic() - start
         return self._result
@@ -84,6 +97,7 @@ class Runner:
         try:
             while not self._stop.is_set():
                 run = vcpu.run()
+                self.flush_coalesced_mmio()
                 for hook in self.on_exit:
                     hook(vcpu, run)
                 self.handle_exit(vcpu, run)
@@ -92,6 +106,22 @@ class Runner:
         except Exception as err:  # noqa: BLE001 - a dead vCPU thread must stop the machine
             self.stop(RunResult(StopReason.INTERNAL_ERROR,
                                 f"vCPU {vcpu.vcpu_id}: {type(err).__name__}: {err}"))
+
+    def flush_coalesced_mmio(self) -> None:
+        """Hand the queued coalesced writes to the bus, oldest first (any thread)."""
+        if not self.vm.vcpus:
+            return
+        ring = self.vm.vcpus[0].coalesced_mmio_ring  # the VM's one ring, seen from any vCPU
+        if ring.first == ring.last:
+            return
+        with self._coalesced_lock:  # one consumer at a time keeps the writes in order
+            entries = ring.coalesced_mmio
+            while ring.first != ring.last:
+                entry = entries[ring.first]
+                value = int.from_bytes(bytes(entry.data)[: entry.len], "little")
+                if not self.bus.write(entry.phys_addr, entry.len, value):
+                    self.unhandled_mmio += 1  # queued: too late for an abort, as on KVM
+                ring.first = (ring.first + 1) % len(entries)
 
     def handle_exit(self, vcpu: Vcpu, run: KvmRun) -> None:
         handler = EXIT_HANDLERS.get(run.exit_reason)

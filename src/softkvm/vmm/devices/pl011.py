@@ -20,6 +20,10 @@ Behaviour follows QEMU's, since that is what guests built for the virt board exp
   shifted down; a write must start at a register's offset (its low lanes); others are WI.
 - Unknown offsets read as zero and ignore writes (RAZ/WI), counted in ``unknown_accesses``.
 
+UARTDR writes may be coalesced (``COALESCED_RANGES``, registered by the board): a byte's only
+effects are the byte at the sink and TXRIS, which every write sets and which Linux's interrupt
+handler, having written, re-reads through RIS (an exit, which delivers the queued bytes first).
+
 The interrupt output is (RIS & IMSC) != 0 on an :class:`~softkvm.vmm.irq.InterruptLine`, set
 only when it changes. One lock serialises the vCPU threads' MMIO and the input thread.
 """
@@ -56,6 +60,9 @@ LCR_H_FEN = 1 << 4
 FIFO_DEPTH = 16
 CR_RESET = 0x300  # TXE | RXE
 IFLS_RESET = 0x12  # both FIFO levels at 1/2
+
+# (offset, size) of the registers whose writes may wait in the coalesced MMIO ring: UARTDR.
+COALESCED_RANGES = ((0x000, 4),)
 
 # Identification registers (0xFE0.. PeriphID0-3, 0xFF0.. PCellID0-3): Linux's AMBA bus reads
 # them to match the driver. Values are QEMU's pl011_id_arm (part 0x011, designer ARM, rev 1).
