@@ -268,3 +268,30 @@ def test_a_new_zone_table_takes_effect_at_the_next_write(core_vm):
     core.set_pc(CODE + 8)  # the first write, handled as the exit asked
     assert core.run().kind is ExitKind.HVC
     assert _entries(ring) == [(0x09000000, 4, bytes(8))]
+
+
+@pytest.mark.parametrize("access,is_write", [("ldrh w1, [x0, #0x1a]", False),
+                                             ("strh w1, [x0, #0x1a]", True)])
+def test_the_core_reports_an_unmapped_accesss_va_and_pc(core_vm, monkeypatch, access, is_write):
+    """Part 7: the exit names the instruction and its VA itself, mid-block, so the instruction
+    is decoded where it is, with no search through the block."""
+    vm, core, ram = core_vm
+    load(vm, ram, CODE, f"""
+        ldr x0, =0x09000000
+        add x2, x2, #1
+        add x2, x2, #1
+        {access}
+        b .
+    """)
+    core.flush_tb()
+    core.set_pc(CODE)
+
+    def search(*args):
+        raise AssertionError("the core gave no PC: the instruction was searched for")
+
+    monkeypatch.setattr(core, "_faulting_access", search)
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and exit_.is_write == is_write
+    assert (exit_.addr, exit_.va, exit_.size) == (0x0900001A, 0x0900001A, 2)
+    assert exit_.insn is not None and exit_.insn.rt == 1
+    assert core.get_pc() == CODE + 12 and core.fault.pc == 0  # consumed by this exit

@@ -59,6 +59,9 @@ _CTL_KICK_FLAG_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT
 # UC_CTL_WRITE(UC_CTL_COALESCED_MMIO, 1): the same build appends writes to coalesced zones to a
 # ring without stopping; a stock core answers UC_ERR_ARG and such writes exit as any other.
 _CTL_COALESCED_MMIO_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 2)
+# UC_CTL_WRITE(UC_CTL_FAULT_INFO, 1): the same build gives an unmapped access's VA and PC; on a
+# stock core the faulting instruction is looked for instead.
+_CTL_FAULT_INFO_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 3)
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
 ALL_CODE: Final = "all"
@@ -150,6 +153,8 @@ class Core:
                 raise N.NativeShimError(f"uc_hook_add({kind}) failed with uc_err {err}")
             self._hooks.append(handle.value)
 
+        self.fault = N.FaultInfo()
+        lib.uc_ctl(uch, _CTL_FAULT_INFO_WRITE, ctypes.byref(self.fault))  # a stock core: pc stays 0
         kick = ctypes.c_void_p(ctypes.addressof(self.state) + N.SkvmVcpu.kick.offset)
         if lib.uc_ctl(uch, _CTL_KICK_FLAG_WRITE, kick) != U.UC_ERR_OK:
             add(U.UC_HOOK_BLOCK, shim.skvm_block_cb())  # a stock core: the shim checks the kick
@@ -280,7 +285,13 @@ class Core:
             return CoreExit(ExitKind.IABT, addr=st.mem_addr)
         is_write = st.mem_type == U.UC_MEM_WRITE_UNMAPPED
         size = st.mem_size
-        insn, va = self._faulting_access(st.mem_addr, size, is_write)
+        fault = self.fault
+        pc = fault.pc
+        if pc:  # the core says where: decode that instruction, nothing to look for
+            fault.pc = 0
+            insn, va = self._access_at(pc, size, is_write), fault.vaddr
+        else:
+            insn, va = self._faulting_access(st.mem_addr, size, is_write)
         return CoreExit(ExitKind.DABT, addr=st.mem_addr, size=size, is_write=is_write,
                         value=st.mem_value & ((1 << (8 * size)) - 1), insn=insn, va=va)
 
@@ -307,6 +318,14 @@ class Core:
                     self.set_pc(pc + 4 * index)
                 return insn, va
         return None, 0
+
+    def _access_at(self, pc: int, size: int, is_write: bool) -> MmioInsn | None:
+        """The load/store at ``pc`` if it makes an access of this size and direction."""
+        word = self.read_insn(pc)
+        insn = decode(word) if word is not None else None
+        if insn is None or insn.size != size or insn.is_load == is_write:
+            return None
+        return insn
 
     def base_reg(self, rn: int) -> int:
         """A load/store's base register: X0-X30, or SP for 31."""

@@ -142,6 +142,13 @@ def coalesced_zones(zones: list[tuple[int, int]]) -> ctypes.Structure:
     return table
 
 
+class FaultInfo(ctypes.Structure):
+    """``uc_fault_info`` (UC_CTL_FAULT_INFO): an unmapped access's virtual address and the PC
+    of its instruction, as a data abort's FAR and ELR; ``pc`` is 0 when the core has none."""
+
+    _fields_ = [("vaddr", ctypes.c_uint64), ("pc", ctypes.c_uint64)]
+
+
 class NativeShimError(SoftkvmError):
     """The native shim is missing or does not match this build."""
 

@@ -29,6 +29,9 @@ from softkvm.kvm.stats import StatsRead, VcpuStats, VmStats, read_vcpu_stats, re
 from softkvm.kvm.vgic import vgic_irqfd
 from softkvm.kvm.vgic.vgic_irqfd import KvmIrqRoutingEntry
 
+# struct kvm_coalesced_mmio_ring, the page Vcpu.coalesced_mmio_ring maps (its core writes it).
+KvmCoalescedMmioRing = N.CoalescedMmioRing
+
 SUPPORTED_CAPS = {
     uapi.KVM_CAP_USER_MEMORY: 1,
     uapi.KVM_CAP_COALESCED_MMIO: uapi.KVM_COALESCED_MMIO_PAGE_OFFSET,
@@ -242,7 +245,7 @@ class Vcpu:
         self.pending_tb_flush = True
         self.pending_code: set[int] = set()  # guest pages (PA) whose translations to drop
         self.has_run_once = False
-        self.running = False
+        self._run_lock = threading.Lock()
 
     # --- KVM_ARM_VCPU_INIT --------------------------------------------------------------------
 
@@ -253,11 +256,10 @@ class Vcpu:
     # --- KVM_RUN ------------------------------------------------------------------------------
 
     def run(self) -> KvmRun:
-        with self.cond:
-            if self.running:
-                raise KvmError(errno.EBUSY, f"vCPU {self.vcpu_id} is already running on another "
-                               "thread")
-            self.running = True
+        # Held for the whole KVM_RUN, as KVM holds vcpu->mutex: a second caller gets EBUSY.
+        if not self._run_lock.acquire(blocking=False):
+            raise KvmError(errno.EBUSY, f"vCPU {self.vcpu_id} is already running on another "
+                           "thread")
         try:
             run = arm.kvm_arch_vcpu_ioctl_run(self)
             if self.tracer.on:  # kvm_vcpu_ioctl: trace_kvm_userspace_exit(exit_reason, r)
@@ -265,16 +267,16 @@ class Vcpu:
                                  reason=self.run_struct.exit_name, errno=-self.run_struct.ret)
             return run
         finally:
-            with self.cond:
-                self.running = False
-                self.cond.notify_all()
+            self._run_lock.release()
 
     def wait_not_running(self, timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: not self.running, timeout)
+        if not self._run_lock.acquire(timeout=timeout):
+            return False
+        self._run_lock.release()
+        return True
 
     @property
-    def coalesced_mmio_ring(self) -> N.CoalescedMmioRing:
+    def coalesced_mmio_ring(self) -> KvmCoalescedMmioRing:
         """The page at KVM_COALESCED_MMIO_PAGE_OFFSET of the vCPU mapping: the VM's one ring
         (``first`` is the consumer's, ``last`` the producer's index)."""
         return self.vm.coalesced_mmio.ring

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from softkvm.kvm import uapi
 from softkvm.kvm.api import Kvm, Vcpu, Vm
 from softkvm.kvm.one_reg import REG_PC_ID, core_reg
-from softkvm.vmm import fdt, loader, trace_export
+from softkvm.vmm import fdt, loader
 from softkvm.vmm import console
 from softkvm.vmm.bus import Bus
 from softkvm.vmm.config import VmConfig
 from softkvm.vmm.devices import pl011
 from softkvm.vmm.devices.pl011 import Pl011
 from softkvm.vmm.irqchip import kernel as kernel_irqchip
-from softkvm.vmm.irqchip import user as user_irqchip
 from softkvm.vmm.layout import VirtLayout, parse_gic_version
 from softkvm.vmm.memory import GuestMemory
 from softkvm.vmm.runner import Runner, RunResult
+
+if TYPE_CHECKING:  # imported where used: a plain run needs neither (start-up time)
+    from softkvm.vmm.irqchip.user import UserIrqChip
 
 BOOT_FEATURES = 1 << uapi.KVM_ARM_VCPU_PSCI_0_2
 SECONDARY_FEATURES = BOOT_FEATURES | 1 << uapi.KVM_ARM_VCPU_POWER_OFF
@@ -37,7 +40,7 @@ class Machine:
     memory: GuestMemory
     bus: Bus
     uart: Pl011
-    irqchip: kernel_irqchip.KernelIrqChip | user_irqchip.UserIrqChip
+    irqchip: kernel_irqchip.KernelIrqChip | UserIrqChip
     dtb: bytes
     boot: loader.BootPlan
     runner: Runner
@@ -66,6 +69,8 @@ class Machine:
         if path is None or not self.vm.tracer.on:
             return
         self.vm.tracer.disable()
+        from softkvm.vmm import trace_export
+
         self.trace_records = trace_export.write_trace(
             path, self.vm.tracer, title=f"softkvm {Path(self.config.kernel).name}")
 
@@ -88,6 +93,8 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     if config.irqchip == "kernel":
         irqchip = kernel_irqchip.create(vm, layout)
     else:
+        from softkvm.vmm.irqchip import user as user_irqchip
+
         irqchip = user_irqchip.create(vm, layout, bus, runner)
     console_out = console.ConsoleWriter(config.console_out)
     uart = Pl011(irq=irqchip.level_line(layout.uart_intid), write=console_out)

@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Protocol
 
 from softkvm.kvm import uapi
-from softkvm.kvm.api import Vcpu, Vm
+from softkvm.kvm.api import KvmCoalescedMmioRing, Vcpu, Vm
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
 from softkvm.vmm.bus import Bus
@@ -64,6 +64,7 @@ class Runner:
     _result: RunResult | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _coalesced_lock: threading.Lock = field(default_factory=threading.Lock)
+    _ring: KvmCoalescedMmioRing | None = None
     unhandled_mmio: int = 0
 
     def run(self, timeout: float | None = None) -> RunResult:
@@ -109,9 +110,11 @@ class Runner:
 
     def flush_coalesced_mmio(self) -> None:
         """Hand the queued coalesced writes to the bus, oldest first (any thread)."""
-        if not self.vm.vcpus:
-            return
-        ring = self.vm.vcpus[0].coalesced_mmio_ring  # the VM's one ring, seen from any vCPU
+        ring = self._ring
+        if ring is None:
+            if not self.vm.vcpus:
+                return
+            ring = self._ring = self.vm.vcpus[0].coalesced_mmio_ring  # the VM's one ring
         if ring.first == ring.last:
             return
         with self._coalesced_lock:  # one consumer at a time keeps the writes in order

@@ -459,6 +459,9 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
         if not self.initialized or vcpu_id is None or not 0 <= intid < G.NR_PRIVATE_IRQS \
                 or vcpu_id >= len(self.cpus):  # _cpu would create it: the locked path does
             return None
+        frozen = self._frozen_vcpus
+        if frozen is not None and 0 <= vcpu_id < frozen:  # every entry asks: skip the call
+            return self.cpus[vcpu_id].private_irqs[intid]
         cpu = self._cpu(vcpu_id)
         return cpu.private_irqs[intid] if cpu is not None else None
 
