@@ -5,8 +5,8 @@ Counterpart: QEMU's ``memory_region_init_ram`` for the virt board's RAM, kvmtool
 the VM. Here ``.buffer`` (an ``mmap.mmap``) goes to ``Vm.set_user_memory_region``, which maps the
 same pages into each emulated core (Unicorn ``mem_map_ptr``), so a host write is seen by the guest.
 
-The mapping is never touched as a whole: the kernel gives zero pages on first touch, and touching
-512 MiB up front costs far more than the guest will ever use.
+The mapping is private and never touched as a whole: the kernel gives zero pages on first touch,
+and touching 512 MiB up front costs far more than the guest will ever use.
 """
 
 from __future__ import annotations
@@ -32,10 +32,17 @@ class GuestMemory:
             raise ValueError(f"guest RAM at {self.base:#x} size {self.size:#x} must be "
                              f"page-aligned and non-empty")
         try:
-            self.buffer = mmap.mmap(-1, self.size)
+            self.buffer = mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE)
         except (OSError, OverflowError) as err:
             raise ConfigError(f"cannot allocate {self.size >> 20} MiB of guest RAM ({err}): "
                               f"give less memory with -m") from err
+        # As QEMU does for guest RAM: transparent huge pages take a guest's first touches 2 MiB
+        # at a time, one host page fault where 4 KiB pages need 512.
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                self.buffer.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass  # a kernel without THP: 4 KiB pages
 
     @property
     def end(self) -> int:
@@ -49,7 +56,7 @@ class GuestMemory:
         start = self._offset(gpa, length)
         return self.buffer[start: start + length]
 
-    def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
+    def write(self, gpa: int, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
         start = self._offset(gpa, len(data))
         self.buffer[start: start + len(data)] = data
 
