@@ -295,3 +295,29 @@ def test_the_core_reports_an_unmapped_accesss_va_and_pc(core_vm, monkeypatch, ac
     assert (exit_.addr, exit_.va, exit_.size) == (0x0900001A, 0x0900001A, 2)
     assert exit_.insn is not None and exit_.insn.rt == 1
     assert core.get_pc() == CODE + 12 and core.fault.pc == 0  # consumed by this exit
+
+
+@pytest.mark.parametrize("insn,ec", [("svc #7", E.EC_SVC64), ("brk #7", E.EC_BRK64)])
+def test_a_guest_exception_to_el1_is_taken_inside_the_core(core_vm, insn, ec):
+    """Part 8: an EL0 SVC (or BRK) enters the guest's EL1 vector with no stop: the one slice
+    runs from the ERET to EL0 through the handler, and softkvm reflects nothing itself."""
+    vm, core, ram = core_vm
+    vbar = CODE + 0x10000
+    load(vm, ram, vbar + 0x400, "mrs x6, esr_el1\n hvc #0")  # lower EL, AArch64, synchronous
+    load(vm, ram, CODE, f"""
+        ldr x9, ={vbar}
+        msr vbar_el1, x9
+        adr x9, el0
+        msr elr_el1, x9
+        msr spsr_el1, xzr
+        eret
+    el0:
+        {insn}
+    """)
+    core.flush_tb()
+    core.set_pc(CODE)
+    slices = core.stats.slices
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.HVC
+    assert core.stats.slices == slices + 1 and core.stats.reflected == {}
+    assert core.get_x(6) == E.esr(ec, 7)

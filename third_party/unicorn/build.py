@@ -61,7 +61,7 @@ def unpack(archive: Path, workdir: Path) -> Path:
     run(["git", "apply", "-p1", str(PATCH)], cwd=tree)
     # git apply skips paths it takes to be outside the working directory without failing:
     # check that the patch really landed.
-    if "UC_CTL_FAULT_INFO" not in (tree / "src/include/unicorn/unicorn.h").read_text():
+    if "UC_CTL_EL1_EXCEPTIONS" not in (tree / "src/include/unicorn/unicorn.h").read_text():
         raise BuildError(f"{PATCH.name} did not apply to {tree}: apply it by hand and rerun")
     info = tree / "PKG-INFO"  # setuptools-scm takes the version from here in an sdist
     text = info.read_text()

@@ -62,6 +62,9 @@ _CTL_COALESCED_MMIO_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CO
 # UC_CTL_WRITE(UC_CTL_FAULT_INFO, 1): the same build gives an unmapped access's VA and PC; on a
 # stock core the faulting instruction is looked for instead.
 _CTL_FAULT_INFO_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 3)
+# UC_CTL_WRITE(UC_CTL_EL1_EXCEPTIONS, 1): the same build enters the guest's EL1 vector itself for
+# the synchronous exceptions routed there; a stock core stops, and ``inject_sync`` enters it.
+_CTL_EL1_EXCEPTIONS_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 4)
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
 ALL_CODE: Final = "all"
@@ -136,7 +139,8 @@ class Core:
         self._setup_el2_el3(mpidr)
         for reg in TIMER_REGS:  # the core drops CNTx_CTL/CVAL writes: the shim holds them
             self.state.policy[reg.encoding] = N.SR_TIMER
-        self.state.exc_offset = _exception_offset(self)
+        self.state.exc_offset = _exception_offset(self)  # it takes an SVC: before the next line
+        native.uclib.uc_ctl(uc._uch, _CTL_EL1_EXCEPTIONS_WRITE, ctypes.c_int(1))
 
     # --- set-up -----------------------------------------------------------------------------
 

@@ -122,7 +122,9 @@ class StatsRead:
     kvm: dict[str, int]
     softkvm: dict[str, int]
     exits_by_reason: dict[str, int]   # EXIT_REASONS: they add up to ``exits``
-    reflected_by_ec: dict[str, int]   # guest exceptions the core reflected to EL1, by EC name
+    # Guest exceptions to EL1 that softkvm entered itself, by EC name: on a stock core, every one;
+    # softkvm's core takes them without a stop (as hardware does), leaving only injected aborts.
+    reflected_by_ec: dict[str, int]
 
 
 def read_vcpu_stats(stats: VcpuStats, core: dict[str, int],
