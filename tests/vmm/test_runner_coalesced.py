@@ -35,20 +35,17 @@ def machine():
     vm.close()
 
 
-def test_queued_writes_reach_the_device_before_the_exit_that_follows(machine):
-    vm, vcpu, ram, runner, device = machine
-    load(vm, ram, CODE, f"""
-        ldr x0, ={DEVICE}
-        mov w1, #0x61
-        str w1, [x0]
-        mov w1, #0x62
-        str w1, [x0]
-        mov w1, #0x99
-        str w1, [x0, #4]
-        mov w1, #0x63
-        str w1, [x0]
-    """ + POWER_OFF)
+def start(machine, *writes: tuple[int, int], then: str) -> None:
+    """The guest stores each (offset, value) to the device in order, then runs ``then``."""
+    vm, vcpu, ram, _runner, _device = machine
+    stores = "\n".join(f"mov w1, #{value}\n str w1, [x0, #{offset}]" for offset, value in writes)
+    load(vm, ram, CODE, f"ldr x0, ={DEVICE}\n{stores}\n{then}")
     start_at(vcpu, CODE)
+
+
+def test_queued_writes_reach_the_device_before_the_exit_that_follows(machine):
+    _vm, vcpu, _ram, runner, device = machine
+    start(machine, (0, 0x61), (0, 0x62), (4, 0x99), (0, 0x63), then=POWER_OFF)
     assert runner.run(timeout=120).reason is StopReason.POWER_OFF
     assert device.writes == [(0, 0x61), (0, 0x62), (4, 0x99), (0, 0x63)]
     assert vcpu.read_stats().kvm["mmio_exit_user"] == 1
@@ -56,15 +53,8 @@ def test_queued_writes_reach_the_device_before_the_exit_that_follows(machine):
 
 def test_writes_of_a_guest_that_then_waits_are_delivered_meanwhile(machine):
     """WFI blocks in the kernel, so no exit reaches the VMM: the waiting thread drains."""
-    vm, vcpu, ram, runner, device = machine
-    load(vm, ram, CODE, f"""
-        ldr x0, ={DEVICE}
-        mov w1, #0x21
-        str w1, [x0]
-    1:  wfi
-        b 1b
-    """)
-    start_at(vcpu, CODE)
+    _vm, vcpu, _ram, runner, device = machine
+    start(machine, (0, 0x21), then="1: wfi\n b 1b")
     thread = threading.Thread(target=runner.run, kwargs={"timeout": 300})
     thread.start()
     try:
