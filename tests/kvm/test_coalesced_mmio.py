@@ -10,7 +10,7 @@ import errno
 import pytest
 
 from softkvm.hw.core import Core
-from softkvm.kvm import uapi
+from softkvm.kvm import coalesced_mmio, uapi
 from softkvm.kvm.errors import KvmError
 from tests.support.machine import CODE, POWER_OFF, load, make_vm, start_at
 
@@ -132,3 +132,13 @@ def test_bad_zones_are_refused(vm1, addr, size, pio, code):
         vm.register_coalesced_mmio(addr, size, pio)
     assert info.value.errno == code
     assert vm.coalesced_mmio.zones == []
+
+
+def test_zones_beyond_the_bus_limit_are_refused(vm1, monkeypatch):
+    monkeypatch.setattr(coalesced_mmio, "MAX_ZONES", 3)
+    vm, _vcpu, _ram = vm1
+    for index in range(3):
+        vm.register_coalesced_mmio(UART + 0x10 * index, 4)
+    with pytest.raises(KvmError) as info:
+        vm.register_coalesced_mmio(UART + 0x100, 4)
+    assert info.value.errno == errno.ENOSPC and len(vm.coalesced_mmio.zones) == 3
