@@ -52,19 +52,25 @@ PAGE_SIZE = 4096
 # How far past a reported PC the faulting access is looked for: a translation block's length.
 _BLOCK_SCAN_LIMIT = 64
 
-_CTL_TLB_FLUSH_WRITE = (U.UC_CTL_IO_WRITE << 30) | U.UC_CTL_TLB_FLUSH  # UC_CTL_WRITE(.., 0)
-# UC_CTL_WRITE(UC_CTL_KICK_FLAG, 1): softkvm's core build checks the kick at every block start
-# (third_party/unicorn); a stock core answers UC_ERR_ARG and the shim's block hook checks it.
-_CTL_KICK_FLAG_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 1)
-# UC_CTL_WRITE(UC_CTL_COALESCED_MMIO, 1): the same build appends writes to coalesced zones to a
-# ring without stopping; a stock core answers UC_ERR_ARG and such writes exit as any other.
-_CTL_COALESCED_MMIO_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 2)
-# UC_CTL_WRITE(UC_CTL_FAULT_INFO, 1): the same build gives an unmapped access's VA and PC; on a
-# stock core the faulting instruction is looked for instead.
-_CTL_FAULT_INFO_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 3)
-# UC_CTL_WRITE(UC_CTL_EL1_EXCEPTIONS, 1): the same build enters the guest's EL1 vector itself for
-# the synchronous exceptions routed there; a stock core stops, and ``inject_sync`` enters it.
-_CTL_EL1_EXCEPTIONS_WRITE = (U.UC_CTL_IO_WRITE << 30) | (1 << 26) | (U.UC_CTL_CONTEXT_MODE + 4)
+
+def _ctl_write(request: int, nr_args: int) -> int:
+    """UC_CTL_WRITE(request, nr_args) of unicorn.h: the binding has no wrapper for the controls
+    softkvm uses."""
+    return (U.UC_CTL_IO_WRITE << 30) | (nr_args << 26) | request
+
+
+_CTL_TLB_FLUSH_WRITE = _ctl_write(U.UC_CTL_TLB_FLUSH, 0)
+# softkvm's core build (third_party/unicorn) numbers its own controls after UC_CTL_CONTEXT_MODE;
+# a stock core answers each with UC_ERR_ARG, and softkvm then does the work itself:
+# - the kick at every block start (stock: the shim's block hook checks it);
+_CTL_KICK_FLAG_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 1, 1)
+# - writes to coalesced zones appended to a ring without a stop (stock: they exit as any other);
+_CTL_COALESCED_MMIO_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 2, 1)
+# - an unmapped access's VA and PC (stock: the faulting instruction is looked for);
+_CTL_FAULT_INFO_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 3, 1)
+# - the guest's EL1 vector entered for the synchronous exceptions routed there (stock: the core
+#   stops, and ``inject_sync`` enters it).
+_CTL_EL1_EXCEPTIONS_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 4, 1)
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
 ALL_CODE: Final = "all"
@@ -140,7 +146,7 @@ class Core:
         for reg in TIMER_REGS:  # the core drops CNTx_CTL/CVAL writes: the shim holds them
             self.state.policy[reg.encoding] = N.SR_TIMER
         self.state.exc_offset = _exception_offset(self)  # it takes an SVC: before the next line
-        native.uclib.uc_ctl(uc._uch, _CTL_EL1_EXCEPTIONS_WRITE, ctypes.c_int(1))
+        self._ctl(_CTL_EL1_EXCEPTIONS_WRITE, ctypes.c_int(1))
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -158,9 +164,9 @@ class Core:
             self._hooks.append(handle.value)
 
         self.fault = N.FaultInfo()
-        lib.uc_ctl(uch, _CTL_FAULT_INFO_WRITE, ctypes.byref(self.fault))  # a stock core: pc stays 0
+        self._ctl(_CTL_FAULT_INFO_WRITE, ctypes.byref(self.fault))  # a stock core: pc stays 0
         kick = ctypes.c_void_p(ctypes.addressof(self.state) + N.SkvmVcpu.kick.offset)
-        if lib.uc_ctl(uch, _CTL_KICK_FLAG_WRITE, kick) != U.UC_ERR_OK:
+        if not self._ctl(_CTL_KICK_FLAG_WRITE, kick):
             add(U.UC_HOOK_BLOCK, shim.skvm_block_cb())  # a stock core: the shim checks the kick
         add(U.UC_HOOK_INTR, shim.skvm_intr_cb())
         # Never cover RAM with a memory hook: it sends every guest store down the slow path.
@@ -185,9 +191,11 @@ class Core:
     def set_coalesced_mmio(self, config: N.CoalescedMmioConfig) -> bool:
         """Let the core append writes to ``config``'s zones to its ring with no exit; False
         when the core cannot (a stock build: such writes then exit like any unbacked write)."""
-        err = self.native.uclib.uc_ctl(self.uc._uch, _CTL_COALESCED_MMIO_WRITE,
-                                       ctypes.c_void_p(ctypes.addressof(config)))
-        return err == U.UC_ERR_OK
+        return self._ctl(_CTL_COALESCED_MMIO_WRITE, ctypes.c_void_p(ctypes.addressof(config)))
+
+    def _ctl(self, request: int, *args: object) -> bool:
+        """uc_ctl(request, args...); False when the core does not know the control."""
+        return self.native.uclib.uc_ctl(self.uc._uch, request, *args) == U.UC_ERR_OK
 
     def map_mmio(self, base: int, size: int, read: Callable[[int, int], int],
                  write: Callable[[int, int, int], None]) -> None:
@@ -460,8 +468,7 @@ class Core:
         self.flush_tlb()
 
     def flush_tlb(self) -> None:
-        # The binding has no wrapper for UC_CTL_TLB_FLUSH: uc_ctl(WRITE(TLB_FLUSH, 0)).
-        self.native.uclib.uc_ctl(self.uc._uch, _CTL_TLB_FLUSH_WRITE)
+        self._ctl(_CTL_TLB_FLUSH_WRITE)
 
 
 def _gaps(ram: list[tuple[int, int]]) -> list[tuple[int, int]]:
