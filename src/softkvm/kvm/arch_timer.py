@@ -151,9 +151,20 @@ class ArchTimers:
         return ctx.cnt_ctl, ctx.cnt_cval
 
     def should_fire(self, vcpu: Vcpu, ctx: ArchTimerContext, now: int | None = None) -> bool:
-        """kvm_timer_should_fire, at the physical count ``now`` (default: now)."""
-        ctl, cval = self.registers(vcpu, ctx)
-        return ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE and cval <= self.count(ctx, now)
+        """kvm_timer_should_fire, at the physical count ``now`` (default: now).
+
+        Asked for both timers at every entry (more often without a vGIC), so ``registers`` and
+        ``count`` are spelled out here, and a timer whose output is off reads no clock."""
+        if ctx.loaded:
+            live = ctx.hw
+            ctl, cval = live.ctl, live.cval
+        else:
+            ctl, cval = ctx.cnt_ctl, ctx.cnt_cval
+        if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
+            return False
+        if now is None:
+            now = counter_now()
+        return cval <= ((now - self.cntvoff) & MASK64 if ctx.index == VTIMER else now)
 
     def deadline_ns(self, vcpu: Vcpu, ctx: ArchTimerContext) -> int | None:
         """Host time at which ``ctx`` fires, or None if it cannot."""
@@ -205,13 +216,17 @@ class ArchTimers:
         if not cpu.enabled:
             return
         vgic, now, phys_active = self.vm.vgic, counter_now(), cpu.phys_active
+        vcpu_id, tracer = vcpu.vcpu_id, vcpu.tracer
         for ctx in cpu.timers:  # kvm_timer_vcpu_load_gic / _nogic
             level = self.should_fire(vcpu, ctx, now)
-            if level != ctx.level or vgic is not None:
-                self.update_irq(vcpu, ctx, level)
-            mapped = vgic is not None and vgic.kvm_vgic_map_is_active(  # type: ignore[attr-defined]
-                vcpu.vcpu_id, ctx.irq)
-            phys_active[ctx.index] = level or mapped
+            if vgic is None:
+                if level != ctx.level:
+                    self.update_irq(vcpu, ctx, level)
+                phys_active[ctx.index] = level
+                continue
+            self.update_irq(vcpu, ctx, level)
+            phys_active[ctx.index] = vgic.kvm_vgic_map_is_active(  # type: ignore[attr-defined]
+                vcpu_id, ctx.irq) or level
         if cpu.bg_timer is not None:
             cpu.bg_timer.cancel()
             cpu.bg_timer = None
@@ -220,9 +235,9 @@ class ArchTimers:
             live.cval = ctx.cnt_cval
             live.ctl = ctx.cnt_ctl
             ctx.loaded = True
-            if vcpu.tracer.on:
-                vcpu.tracer.emit("kvm_timer_restore_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
-                                 cval=ctx.cnt_cval, timer=ctx.index)
+            if tracer.on:
+                tracer.emit("kvm_timer_restore_state", vcpu_id, ctl=ctx.cnt_ctl,
+                            cval=ctx.cnt_cval, timer=ctx.index)
         vcpu.stats.timer_restores += 1
         self.irq.load(vcpu, phys_active)  # the PPI masks and the loaded state, in one step
 
@@ -231,15 +246,16 @@ class ArchTimers:
         if not cpu.enabled:
             return
         self.irq.put(vcpu)
+        tracer = vcpu.tracer
         for ctx in cpu.timers:  # timer_save_state
             if ctx.loaded:
                 live = ctx.hw
                 ctx.cnt_ctl = live.ctl & (CTL_ENABLE | CTL_IMASK)
                 ctx.cnt_cval = live.cval
                 ctx.loaded = False
-                if vcpu.tracer.on:
-                    vcpu.tracer.emit("kvm_timer_save_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
-                                     cval=ctx.cnt_cval, timer=ctx.index)
+                if tracer.on:
+                    tracer.emit("kvm_timer_save_state", vcpu.vcpu_id, ctl=ctx.cnt_ctl,
+                                cval=ctx.cnt_cval, timer=ctx.index)
         vcpu.stats.timer_saves += 1
         if blocking:
             deadline = self.earliest_deadline_ns(vcpu)
