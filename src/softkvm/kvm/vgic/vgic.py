@@ -73,6 +73,7 @@ class VgicVmHost(Protocol):
         """The vGIC just became initialised (CTRL_INIT or lazy v2 init); called unlocked."""
 
 
+_NR_PRIVATE_IRQS = G.NR_PRIVATE_IRQS
 AckNotifier = Callable[[int], None]   # (SPI index = INTID - 32), on guest EOI of a level SPI
 
 
@@ -285,7 +286,9 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
         lock = self.lock
         lock.acquire(unpark=False)
         try:
-            cpu = self._cpu(vcpu_id)
+            frozen = self._frozen_vcpus   # _cpu's per-entry case, without the call
+            cpu = self.cpus[vcpu_id] if frozen is not None and 0 <= vcpu_id < frozen \
+                else self._cpu(vcpu_id)
             reuse = cpu is not None and cpu.parked_gen is not None \
                 and lock.generation == cpu.parked_gen + 1   # nobody in since the sync
             if reuse:
@@ -334,18 +337,24 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
 
     def kvm_vgic_sync_hwstate(self, vcpu_id: int) -> None:
         """After exit: fold the list registers back, then prune/migrate the ap_list."""
-        with self.lock:
-            cpu = self._cpu(vcpu_id)
+        lock = self.lock
+        lock.acquire(unpark=True)   # ``with lock``, minus two calls: this runs at every exit
+        try:
+            frozen = self._frozen_vcpus   # _cpu's per-exit case, without the call
+            cpu = self.cpus[vcpu_id] if frozen is not None and 0 <= vcpu_id < frozen \
+                else self._cpu(vcpu_id)
             if cpu is None:
                 return
             cpu.live = False
             if not cpu.ap_list:
                 return
             if cpu.used_lrs:
-                if self.lock.outermost and self._park(cpu):   # not for an in-slice access
+                if lock.outermost and self._park(cpu):   # not for an in-slice access
                     return
                 self._fold_lr_state(cpu)
             self._prune_ap_list(cpu)
+        finally:
+            lock.release()
 
     def _fold_lr_state(self, cpu: VgicCpu) -> None:
         vif = cpu.vif
@@ -456,12 +465,13 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
         """Lock-free lookup of an initialised vGIC's SGI/PPI, for the per-entry queries whose
         answer is one field read: the IRQ objects live as long as the vGIC, and a field read is
         atomic, so the answer is the one a locked read would have given a moment earlier."""
-        if not self.initialized or vcpu_id is None or not 0 <= intid < G.NR_PRIVATE_IRQS \
+        frozen = self._frozen_vcpus
+        if frozen is not None and vcpu_id is not None and 0 <= vcpu_id < frozen \
+                and 0 <= intid < _NR_PRIVATE_IRQS and self.initialized:
+            return self.cpus[vcpu_id].private_irqs[intid]  # every entry asks: the tests first
+        if not self.initialized or vcpu_id is None or not 0 <= intid < _NR_PRIVATE_IRQS \
                 or vcpu_id >= len(self.cpus):  # _cpu would create it: the locked path does
             return None
-        frozen = self._frozen_vcpus
-        if frozen is not None and 0 <= vcpu_id < frozen:  # every entry asks: skip the call
-            return self.cpus[vcpu_id].private_irqs[intid]
         cpu = self._cpu(vcpu_id)
         return cpu.private_irqs[intid] if cpu is not None else None
 
