@@ -189,6 +189,8 @@ class VcpuInterface:
         """(vIRQ, vFIQ) the interface asserts: the highest-priority pending LR of an enabled
         group, if it beats PMR and the running priority. Group 0 is FIQ on v3 and on v2 only
         with FIQEn (a v2 guest that never configures groups takes group 0 as IRQ)."""
+        if not any(self.lr):  # all invalid (most entries): no pending LR to look for
+            return (False, False)
         if not G.HCR.En.get(self.hcr):
             return (False, False)
         i = self._highest_pending_lr()
