@@ -60,7 +60,10 @@ def _deadline(watched: _Watched, timer: int) -> int | None:
     if watched.masked[timer] or watched.fired[timer]:
         return None
     t = watched.timers[timer]
-    return comparator_deadline_ns(t.ctl, t.cval, watched.state.cntvoff if timer == VTIMER else 0)
+    ctl = t.ctl
+    if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:  # asked at every vcpu_load: no call then
+        return None
+    return comparator_deadline_ns(ctl, t.cval, watched.state.cntvoff if timer == VTIMER else 0)
 
 
 def _armed(watched: _Watched) -> Iterator[tuple[int, int]]:
@@ -113,24 +116,19 @@ class TimerIrq:
             self._poke()
 
     def put(self, key: object) -> None:
-        """The vCPU's timers are the hypervisor's again (vcpu_put): no PPI for them."""
-        self._set_loaded(key, False)
+        """The vCPU's timers are the hypervisor's again (vcpu_put): no PPI for them. (Unloading
+        exposes no deadline: the watcher is never woken for it.)"""
+        with self._lock:
+            watched = self._watched.get(key)
+            if watched is None or not watched.loaded:
+                return
+            watched.loaded = False
+            watched.fired[VTIMER] = watched.fired[PTIMER] = False
 
     @property
     def wake_at_ns(self) -> int | None:
         """When the watcher's current sleep ends (None: it waits for a poke or an eventfd)."""
         return self._wake_at
-
-    def _set_loaded(self, key: object, loaded: bool) -> None:
-        with self._lock:
-            watched = self._watched.get(key)
-            if watched is None or watched.loaded == loaded:
-                return
-            watched.loaded = loaded
-            watched.fired[VTIMER] = watched.fired[PTIMER] = False
-            wake = loaded and self._sooner_locked(watched)
-        if wake:
-            self._poke()
 
     def set_masked(self, key: object, timer: int, masked: bool) -> None:
         """Leave the PPI active (masked) while KVM forwards a high level, or release it."""
