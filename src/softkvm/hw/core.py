@@ -437,6 +437,11 @@ class Core:
     def set_pc(self, value: int) -> None:
         self.raw.write(REG_PC, value)
 
+    def skip_insn(self) -> None:
+        """Step over the instruction at PC, which the hypervisor completed (kvm_incr_pc)."""
+        raw = self.raw
+        raw.write(REG_PC, raw.read(REG_PC) + 4)
+
     def reset(self, pc: int, x0: int) -> None:
         """Architectural reset state for (re)starting a CPU: EL1h, DAIF masked, MMU off."""
         raw = self.raw

@@ -74,7 +74,7 @@ def kvm_handle_mmio_return(vcpu: Vcpu) -> None:
                              gpa=pending.addr, val=raw)
     if insn.wb_imm is not None:
         core.set_base_reg(insn.rn, (core.base_reg(insn.rn) + insn.wb_imm) & MASK64)
-    core.set_pc(core.get_pc() + 4)
+    core.skip_insn()
 
 
 def inject_pending_sea(vcpu: Vcpu) -> None:
