@@ -1,7 +1,8 @@
 """ctypes view of the native shim (``_native/shim.c``) and raw libunicorn entry points.
 
 The stock Unicorn binding costs 1.7 µs per register access; a preallocated raw ctypes call costs
-about 0.65 µs (notes/unicorn.md §4). Everything on the trap path goes through ``RawUc``.
+about 0.65 µs (notes/unicorn.md §4), an unprototyped one about 0.25 µs. Everything on the trap
+path goes through ``RawUc``.
 
 softkvm runs on any Unicorn 2.1.4, and fastest on the build ``make install`` makes
 (third_party/unicorn: no exit check after every guest load and store); ``core_build`` names the
@@ -219,7 +220,8 @@ class RawUc:
     """Preallocated raw calls into libunicorn for one engine (the trap path)."""
 
     __slots__ = ("uch", "_lib", "_u64", "_u64p", "_cp", "_cpp", "_start", "_rr", "_rw",
-                 "_vread", "_vtranslate", "_word", "_wordp")
+                 "_vread", "_vtranslate", "_word", "_wordp", "_va", "_four", "_begin",
+                 "_zero64", "_zero")
 
     def __init__(self, uc: unicorn.Uc, uclib: ctypes.CDLL) -> None:
         self.uch = uc._uch
@@ -228,20 +230,27 @@ class RawUc:
         self._u64p = ctypes.byref(self._u64)
         self._cp = UcRegCP64()
         self._cpp = ctypes.byref(self._cp)
-        self._start = uclib.uc_emu_start
-        # Own prototypes for the calls made several times per exit: plain ints go straight
-        # through. (Keeping the GIL across them, PYFUNCTYPE, was measured: no faster, and three
-        # times the context switches, the other threads then waiting out switch intervals.)
-        self._rr = _REG_ACCESS(_address(uclib.uc_reg_read))
-        self._rw = _REG_ACCESS(_address(uclib.uc_reg_write))
-        self._vread = _VMEM_READ(_address(uclib.uc_vmem_read))
-        self._vtranslate = _VMEM_TRANSLATE(_address(uclib.uc_vmem_translate))
+        # The calls made several times per exit, unprototyped, from a second view of the library
+        # (the binding sets argtypes on its own): no from_param conversion per argument, which
+        # halves a call (measured 0.23 against 0.45 µs with a CFUNCTYPE prototype). So every
+        # argument is a ctypes object, a byref, or a small int (passed as a C int). (Keeping the
+        # GIL across them, PYFUNCTYPE, was measured: no faster, and three times the context
+        # switches, the other threads then waiting out switch intervals.)
+        bare = ctypes.CDLL(uclib._name, handle=uclib._handle)
+        self._rr, self._rw = bare.uc_reg_read, bare.uc_reg_write
+        self._vread, self._vtranslate = bare.uc_vmem_read, bare.uc_vmem_translate
+        self._start = bare.uc_emu_start
+        self._begin, self._zero64 = ctypes.c_uint64(), ctypes.c_uint64()
+        self._zero = ctypes.c_size_t()
+        self._va = ctypes.c_uint64()
+        self._four = ctypes.c_size_t(4)
         self._word = ctypes.c_uint32()
         self._wordp = ctypes.byref(self._word)
 
     def emu_start(self, begin: int) -> int:
         """Run from ``begin`` until stopped; returns the uc_err code (0 = stopped cleanly)."""
-        return self._start(self.uch, ctypes.c_uint64(begin), ctypes.c_uint64(0), 0, 0)
+        self._begin.value = begin & 0xFFFFFFFFFFFFFFFF
+        return self._start(self.uch, self._begin, self._zero64, self._zero64, self._zero)
 
     def read(self, reg: int) -> int:
         self._rr(self.uch, reg, self._u64p)
@@ -253,13 +262,15 @@ class RawUc:
 
     def vmem_read32(self, va: int, prot: int) -> int | None:
         """The 32-bit word at ``va`` through the guest's translation for ``prot``."""
-        if self._vread(self.uch, va, prot, self._wordp, 4):
+        self._va.value = va & 0xFFFFFFFFFFFFFFFF
+        if self._vread(self.uch, self._va, prot, self._wordp, self._four):
             return None
         return self._word.value
 
     def vmem_translate(self, va: int, prot: int) -> int | None:
         """The physical address ``va`` translates to for an access of kind ``prot``."""
-        if self._vtranslate(self.uch, va & 0xFFFFFFFFFFFFFFFF, prot, self._u64p):
+        self._va.value = va & 0xFFFFFFFFFFFFFFFF
+        if self._vtranslate(self.uch, self._va, prot, self._u64p):
             return None
         return self._u64.value
 
@@ -278,14 +289,3 @@ class RawUc:
 
 
 _CP_REG = unicorn.arm64_const.UC_ARM64_REG_CP_REG
-_REG_ACCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
-_VMEM_READ = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
-                               ctypes.c_void_p, ctypes.c_size_t)
-_VMEM_TRANSLATE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
-                                    ctypes.c_void_p)
-
-
-def _address(function: ctypes._CFuncPtr) -> int:
-    address = ctypes.cast(function, ctypes.c_void_p).value
-    assert address is not None
-    return address
