@@ -215,10 +215,10 @@ class ArchTimers:
         cpu = self.cpus[vcpu.vcpu_id]
         if not cpu.enabled:
             return
-        vgic, now, phys_active = self.vm.vgic, counter_now(), cpu.phys_active
+        vgic, phys_active = self.vm.vgic, cpu.phys_active
         vcpu_id, tracer = vcpu.vcpu_id, vcpu.tracer
         for ctx in cpu.timers:  # kvm_timer_vcpu_load_gic / _nogic
-            level = self.should_fire(vcpu, ctx, now)
+            level = self.should_fire(vcpu, ctx)  # reads the counter, as KVM's, if it must
             if vgic is None:
                 if level != ctx.level:
                     self.update_irq(vcpu, ctx, level)
@@ -309,8 +309,10 @@ class ArchTimers:
 
     def should_notify_user(self, vcpu: Vcpu) -> bool:
         published = vcpu.run_struct.s.regs.device_irq_level
-        return any(self.should_fire(vcpu, ctx) != bool(published & DEV_IRQ_BIT[ctx.index])
-                   for ctx in self.cpus[vcpu.vcpu_id].timers)
+        for ctx in self.cpus[vcpu.vcpu_id].timers:  # asked at every entry: no generator
+            if self.should_fire(vcpu, ctx) != bool(published & DEV_IRQ_BIT[ctx.index]):
+                return True
+        return False
 
     def update_run(self, vcpu: Vcpu) -> None:
         """kvm_timer_update_run: publish the levels in device_irq_level."""
