@@ -306,6 +306,7 @@ class Core:
         pc = fault.pc
         if pc:  # the core says where: decode that instruction, nothing to look for
             fault.pc = 0
+            self.raw.pc_known(pc)  # it stopped there: completing the access needs no PC read
             insn, va = self._access_at(pc, size, is_write), fault.vaddr
         else:
             insn, va = self._faulting_access(st.mem_addr, size, is_write)

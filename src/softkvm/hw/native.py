@@ -221,7 +221,7 @@ class RawUc:
 
     __slots__ = ("uch", "_lib", "_u64", "_u64p", "_cp", "_cpp", "_start", "_rr", "_rw",
                  "_vread", "_vtranslate", "_word", "_wordp", "_va", "_four", "_begin",
-                 "_zero64", "_zero")
+                 "_zero64", "_zero", "_pc", "_running")
 
     def __init__(self, uc: unicorn.Uc, uclib: ctypes.CDLL) -> None:
         self.uch = uc._uch
@@ -246,19 +246,38 @@ class RawUc:
         self._four = ctypes.c_size_t(4)
         self._word = ctypes.c_uint32()
         self._wordp = ctypes.byref(self._word)
+        # The PC while the core is stopped, when known without asking it: what was last written
+        # to it (or what the core reported, ``pc_known``). Outside emu_start only this object
+        # changes the PC, so the value stays true until the next emu_start, which forgets it:
+        # every exit's "PC += 4" is then followed by a run that needs no PC read.
+        self._pc: int | None = None
+        self._running = False
 
     def emu_start(self, begin: int) -> int:
         """Run from ``begin`` until stopped; returns the uc_err code (0 = stopped cleanly)."""
         self._begin.value = begin & 0xFFFFFFFFFFFFFFFF
-        return self._start(self.uch, self._begin, self._zero64, self._zero64, self._zero)
+        self._pc, self._running = None, True   # hooks may read and write the PC meanwhile
+        err = self._start(self.uch, self._begin, self._zero64, self._zero64, self._zero)
+        self._pc, self._running = None, False
+        return err
+
+    def pc_known(self, pc: int) -> None:
+        """The core reported that its PC is ``pc`` (the faulting instruction of an exit)."""
+        if not self._running:
+            self._pc = pc
 
     def read(self, reg: int) -> int:
+        if reg == _PC and self._pc is not None:
+            return self._pc
         self._rr(self.uch, reg, self._u64p)
         return self._u64.value
 
     def write(self, reg: int, value: int) -> None:
-        self._u64.value = value & 0xFFFFFFFFFFFFFFFF
+        value &= 0xFFFFFFFFFFFFFFFF
+        self._u64.value = value
         self._rw(self.uch, reg, self._u64p)
+        if reg == _PC and not self._running:
+            self._pc = value
 
     def vmem_read32(self, va: int, prot: int) -> int | None:
         """The 32-bit word at ``va`` through the guest's translation for ``prot``."""
@@ -289,3 +308,4 @@ class RawUc:
 
 
 _CP_REG = unicorn.arm64_const.UC_ARM64_REG_CP_REG
+_PC = unicorn.arm64_const.UC_ARM64_REG_PC
