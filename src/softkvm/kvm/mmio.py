@@ -15,6 +15,7 @@ from softkvm.arch import esr as E
 from softkvm.hw.core import CoreExit
 from softkvm.hw.mmio_decode import MmioInsn
 from softkvm.kvm import uapi
+from softkvm.kvm.kvm_run import MMIO_DATA
 
 if TYPE_CHECKING:
     from softkvm.kvm.api import Vcpu
@@ -52,7 +53,7 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
     run.mmio.phys_addr = exit_.addr
     run.mmio.len = insn.size
     run.mmio.is_write = not insn.is_load
-    run.mmio.data[:] = data.to_bytes(8, "little")
+    MMIO_DATA.pack_into(run.mmio.data, 0, data)
     vcpu.stats.mmio_exit_user += 1
     return 0
 
@@ -67,7 +68,7 @@ def kvm_handle_mmio_return(vcpu: Vcpu) -> None:
         return
     core, insn, run = vcpu.core, pending.insn, vcpu.run_struct
     if insn.is_load:
-        raw = int.from_bytes(run.mmio.data[: insn.size], "little")
+        raw = MMIO_DATA.unpack_from(run.mmio.data)[0] & ((1 << (8 * insn.size)) - 1)
         core.set_x(insn.rt, insn.load_value(raw))
         if vcpu.tracer.on:
             vcpu.tracer.emit("kvm_mmio", vcpu.vcpu_id, type="read", len=insn.size,

@@ -23,7 +23,7 @@ from typing import Protocol
 from softkvm.kvm import uapi
 from softkvm.kvm.api import KvmCoalescedMmioRing, Vcpu, Vm
 from softkvm.kvm.errors import KvmError
-from softkvm.kvm.kvm_run import KvmRun
+from softkvm.kvm.kvm_run import MMIO_DATA, KvmRun
 from softkvm.vmm.bus import Bus
 
 
@@ -142,7 +142,7 @@ class Runner:
         else:
             result = self.bus.read(mmio.phys_addr, mmio.len)
             handled = result is not None
-            mmio.data[:8] = (result or 0).to_bytes(8, "little")
+            MMIO_DATA.pack_into(mmio.data, 0, result or 0)
         if not handled:  # no device there: an external abort, as on QEMU's virt board
             self.unhandled_mmio += 1
             vcpu.set_vcpu_events(ext_dabt_pending=True)
