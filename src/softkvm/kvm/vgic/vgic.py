@@ -248,7 +248,12 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
         if self.tracer.on:
             self.tracer.emit("vgic_update_irq_pending", -1 if vcpu_id is None else vcpu_id,
                              irq=intid, level=bool(level))
-        irq = self._private_irq(vcpu_id, intid)
+        frozen = self._frozen_vcpus  # _private_irq's per-entry case, without the call
+        if frozen is not None and vcpu_id is not None and 0 <= vcpu_id < frozen \
+                and 0 <= intid < _NR_PRIVATE_IRQS and self.initialized:
+            irq: VgicIrq | None = self.cpus[vcpu_id].private_irqs[intid]
+        else:
+            irq = self._private_irq(vcpu_id, intid)
         if irq is not None and irq.owner is owner and irq.config == VGIC_CONFIG_LEVEL \
                 and irq.line_level == bool(level):
             return 0  # vgic_validate_injection: no change; each vCPU entry asks this of its timers
@@ -454,7 +459,13 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
             return 0
 
     def kvm_vgic_map_is_active(self, vcpu_id: int, vintid: int) -> bool:
-        irq = self._private_irq(vcpu_id, vintid)  # a snapshot, as KVM's under the irq's own lock
+        # A snapshot, as KVM's under the irq's own lock (_private_irq's per-entry case inline).
+        frozen = self._frozen_vcpus
+        if frozen is not None and 0 <= vcpu_id < frozen and 0 <= vintid < _NR_PRIVATE_IRQS \
+                and self.initialized:
+            irq: VgicIrq | None = self.cpus[vcpu_id].private_irqs[vintid]
+        else:
+            irq = self._private_irq(vcpu_id, vintid)
         if irq is not None:
             return irq.hw and irq.active
         with self.lock:
