@@ -50,10 +50,11 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
         return 1
     run = vcpu.run_struct
     run.exit_reason = uapi.KVM_EXIT_MMIO
-    run.mmio.phys_addr = exit_.addr
-    run.mmio.len = insn.size
-    run.mmio.is_write = not insn.is_load
-    MMIO_DATA.pack_into(run.mmio.data, 0, data)
+    mmio = run.mmio
+    mmio.phys_addr = exit_.addr
+    mmio.len = insn.size
+    mmio.is_write = not insn.is_load
+    MMIO_DATA.pack_into(mmio.data, 0, data)
     vcpu.stats.mmio_exit_user += 1
     return 0
 
