@@ -60,10 +60,7 @@ def _deadline(watched: _Watched, timer: int) -> int | None:
     if watched.masked[timer] or watched.fired[timer]:
         return None
     t = watched.timers[timer]
-    ctl = t.ctl
-    if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:  # asked at every vcpu_load: no call then
-        return None
-    return comparator_deadline_ns(ctl, t.cval, watched.state.cntvoff if timer == VTIMER else 0)
+    return comparator_deadline_ns(t.ctl, t.cval, watched.state.cntvoff if timer == VTIMER else 0)
 
 
 def _armed(watched: _Watched) -> Iterator[tuple[int, int]]:

@@ -151,20 +151,12 @@ class ArchTimers:
         return ctx.cnt_ctl, ctx.cnt_cval
 
     def should_fire(self, vcpu: Vcpu, ctx: ArchTimerContext, now: int | None = None) -> bool:
-        """kvm_timer_should_fire, at the physical count ``now`` (default: now).
-
-        Asked for both timers at every entry (more often without a vGIC), so ``registers`` and
-        ``count`` are spelled out here, and a timer whose output is off reads no clock."""
-        if ctx.loaded:
-            live = ctx.hw
-            ctl, cval = live.ctl, live.cval
-        else:
-            ctl, cval = ctx.cnt_ctl, ctx.cnt_cval
+        """kvm_timer_should_fire, at the physical count ``now`` (default: now). A timer whose
+        output is off reads no clock (asked for both timers at every entry)."""
+        ctl, cval = self.registers(vcpu, ctx)
         if ctl & (CTL_ENABLE | CTL_IMASK) != CTL_ENABLE:
             return False
-        if now is None:
-            now = counter_now()
-        return cval <= ((now - self.cntvoff) & MASK64 if ctx.index == VTIMER else now)
+        return cval <= self.count(ctx, now)
 
     def deadline_ns(self, vcpu: Vcpu, ctx: ArchTimerContext) -> int | None:
         """Host time at which ``ctx`` fires, or None if it cannot."""

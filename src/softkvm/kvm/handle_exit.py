@@ -59,7 +59,7 @@ def kvm_handle_wfx(vcpu: Vcpu, exit_: CoreExit) -> int:
     else:
         vcpu.stats.wfi_exit_stat += 1
         arm.kvm_vcpu_block(vcpu)
-    core.set_pc(core.get_pc() + 4)
+    core.skip_insn()
     return 1
 
 

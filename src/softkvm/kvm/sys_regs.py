@@ -54,12 +54,12 @@ def kvm_handle_sys_reg(vcpu: Vcpu, esr: int) -> int:
             fields = S.sys_reg_fields(encoding)
             if fields.op0 == 3 and fields.op1 == 0 and fields.crn == 0:
                 core.set_x(rt, core.raw.cpr_read(*fields))
-                core.set_pc(core.get_pc() + 4)
+                core.skip_insn()
                 return 1
         core.inject_sync(E.esr(E.EC_UNKNOWN), None, core.get_pc())
         return 1
     result = access(vcpu, is_read, 0 if is_read else core.get_x(rt))
     if is_read:
         core.set_x(rt, result or 0)
-    core.set_pc(core.get_pc() + 4)
+    core.skip_insn()
     return 1

@@ -103,8 +103,7 @@ class Bus:
             return None
         entry = self._ranges[index]
         # An access straddling the end of a window is not the device's: no partial accesses.
-        # (``entry.end`` spelled out: one call less on every exit the VMM serves.)
-        return entry if addr + size <= entry.base + entry.size else None
+        return entry if addr + size <= entry.end else None
 
 
 _MASKS = {size: (1 << (8 * size)) - 1 for size in ACCESS_SIZES}  # the access sizes, and masks

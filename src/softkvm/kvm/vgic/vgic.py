@@ -248,12 +248,7 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
         if self.tracer.on:
             self.tracer.emit("vgic_update_irq_pending", -1 if vcpu_id is None else vcpu_id,
                              irq=intid, level=bool(level))
-        frozen = self._frozen_vcpus  # _private_irq's per-entry case, without the call
-        if frozen is not None and vcpu_id is not None and 0 <= vcpu_id < frozen \
-                and 0 <= intid < _NR_PRIVATE_IRQS and self.initialized:
-            irq: VgicIrq | None = self.cpus[vcpu_id].private_irqs[intid]
-        else:
-            irq = self._private_irq(vcpu_id, intid)
+        irq = self._private_irq(vcpu_id, intid)
         if irq is not None and irq.owner is owner and irq.config == VGIC_CONFIG_LEVEL \
                 and irq.line_level == bool(level):
             return 0  # vgic_validate_injection: no change; each vCPU entry asks this of its timers
@@ -291,9 +286,7 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
         lock = self.lock
         lock.acquire(unpark=False)
         try:
-            frozen = self._frozen_vcpus   # _cpu's per-entry case, without the call
-            cpu = self.cpus[vcpu_id] if frozen is not None and 0 <= vcpu_id < frozen \
-                else self._cpu(vcpu_id)
+            cpu = self._cpu(vcpu_id)
             reuse = cpu is not None and cpu.parked_gen is not None \
                 and lock.generation == cpu.parked_gen + 1   # nobody in since the sync
             if reuse:
@@ -345,9 +338,7 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
         lock = self.lock
         lock.acquire(unpark=True)   # ``with lock``, minus two calls: this runs at every exit
         try:
-            frozen = self._frozen_vcpus   # _cpu's per-exit case, without the call
-            cpu = self.cpus[vcpu_id] if frozen is not None and 0 <= vcpu_id < frozen \
-                else self._cpu(vcpu_id)
+            cpu = self._cpu(vcpu_id)
             if cpu is None:
                 return
             cpu.live = False
@@ -459,13 +450,7 @@ class Vgic(VgicGuestAccess, VgicParkedLrs):
             return 0
 
     def kvm_vgic_map_is_active(self, vcpu_id: int, vintid: int) -> bool:
-        # A snapshot, as KVM's under the irq's own lock (_private_irq's per-entry case inline).
-        frozen = self._frozen_vcpus
-        if frozen is not None and 0 <= vcpu_id < frozen and 0 <= vintid < _NR_PRIVATE_IRQS \
-                and self.initialized:
-            irq: VgicIrq | None = self.cpus[vcpu_id].private_irqs[vintid]
-        else:
-            irq = self._private_irq(vcpu_id, vintid)
+        irq = self._private_irq(vcpu_id, vintid)  # a snapshot, as KVM's under the irq's own lock
         if irq is not None:
             return irq.hw and irq.active
         with self.lock:

@@ -204,10 +204,9 @@ class Pl011:
         self._update()
 
     def _read_fr(self) -> int:
-        # Polled before every character the guest prints: fifo_depth spelled out, no call.
         fill = len(self.rx_fifo)
-        depth = FIFO_DEPTH if self.lcr_h & LCR_H_FEN else 1
-        return FR_TXFE | (FR_RXFE if fill == 0 else 0) | (FR_RXFF if fill >= depth else 0)
+        return (FR_TXFE | (FR_RXFE if fill == 0 else 0)
+                | (FR_RXFF if fill >= self.fifo_depth else 0))
 
     def _write_ecr(self, value: int) -> None:
         self.rsr = 0  # any write clears the error flags
