@@ -78,7 +78,9 @@ def run_softkvm(mode: Mode, append: str, smp: int = 2, irqfd: IrqfdCounts | None
     config = VmConfig(kernel=image, smp=smp, gic=mode.gic,  # type: ignore[arg-type]
                       irqchip=mode.irqchip, append=args,  # type: ignore[arg-type]
                       console_out=io.BytesIO(), timeout=TIMEOUT_S,  # the recorder taps the UART
-                      coalesced_mmio=False)  # it snapshots at each byte's own exit
+                      # it snapshots at each byte's own exit, and its "mmio" op is a UARTFR read
+                      # the VMM serves (published, it would need no exit)
+                      coalesced_mmio=False, published_mmio=False)
     start = time.monotonic()
     machine = build(config)
     try:

@@ -270,6 +270,71 @@ def test_a_new_zone_table_takes_effect_at_the_next_write(core_vm):
     assert _entries(ring) == [(0x09000000, 4, bytes(8))]
 
 
+def _publishing(core, registers):
+    slots = [N.ctypes.c_uint64(value) for _addr, _size, value in registers]
+    table = N.published_regs([(addr, size, slot) for (addr, size, _v), slot
+                              in zip(registers, slots)])
+    config = N.PublishedMmioConfig(N.ctypes.addressof(table), 0)
+    assert core.set_published_mmio(config)
+    return config, table, slots
+
+
+def test_a_load_inside_a_published_register_reads_its_value_without_an_exit(core_vm):
+    """Part 9: loads wholly inside a register read its current value (a narrow one sees the
+    bytes it covers, little-endian), counted; the first load that leaves it, a store to it, and
+    an instruction fetch from it stop on their own instruction."""
+    vm, core, ram = core_vm
+    config, table, slots = _publishing(core, [(0x09000018, 4, 0x8899AABB),
+                                              (0x09001000, 8, 0x1122334455667788)])
+    load(vm, ram, CODE, """
+        ldr x0, =0x09000018
+        ldr x3, =0x09001000
+        ldr w1, [x0]
+        ldrb w2, [x0, #2]
+        ldrsh x4, [x0, #2]
+        ldr x5, [x3]
+        ldr w6, [x3, #4]
+        ldrh w7, [x0, #3]
+        b .
+    """)
+    core.flush_tb()
+    core.set_pc(CODE)
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and not exit_.is_write  # ldrh at +3 spills past it
+    assert (exit_.addr, exit_.size) == (0x0900001B, 2)
+    assert core.get_pc() == CODE + 28
+    assert [core.get_x(n) for n in (1, 2, 4, 5, 6)] == [
+        0x8899AABB, 0x99, 0xFFFFFFFFFFFF8899, 0x1122334455667788, 0x11223344]
+    assert config.reads == 5
+    slots[0].value = 0x10  # the owner publishes a new value: the next load reads it
+    load(vm, ram, CODE, "ldr x0, =0x09000018\n ldr w1, [x0]\n str w1, [x0]\n b .")
+    core.flush_tb()
+    core.set_pc(CODE)
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and exit_.is_write and core.get_pc() == CODE + 8
+    assert core.get_x(1) == 0x10 and config.reads == 6
+
+
+def test_a_new_published_table_takes_effect_at_the_next_load(core_vm):
+    vm, core, ram = core_vm
+    config, table, slots = _publishing(core, [(0x09000018, 4, 0x90)])
+    load(vm, ram, CODE, """
+        ldr x0, =0x09000018
+        ldr w1, [x0]
+        ldr w2, [x0]
+        hvc #0
+    """)
+    core.flush_tb()
+    core.set_pc(CODE)
+    config.regs = None
+    exit_ = core.run()
+    assert exit_.kind is ExitKind.DABT and not exit_.is_write and core.get_pc() == CODE + 4
+    config.regs = N.ctypes.addressof(table)
+    core.set_pc(CODE + 8)  # the first load, handled as the exit asked
+    assert core.run().kind is ExitKind.HVC
+    assert core.get_x(2) == 0x90 and config.reads == 1
+
+
 @pytest.mark.parametrize("access,is_write", [("ldrh w1, [x0, #0x1a]", False),
                                              ("strh w1, [x0, #0x1a]", True)])
 def test_the_core_reports_an_unmapped_accesss_va_and_pc(core_vm, monkeypatch, access, is_write):

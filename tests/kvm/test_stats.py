@@ -50,9 +50,10 @@ def test_read_merges_the_cores_counters_and_names_exception_classes():
 def test_vm_read():
     read = stats.read_vm_stats(VmStats(remote_tlb_flush=1, remote_tlb_flush_requests=1,
                                        remote_tb_flush=2, remote_tb_page_flush=7),
-                                pcpu_switches=9)
+                                pcpu_switches=9, published_mmio_reads=11)
     assert read.kvm == {"remote_tlb_flush": 1, "remote_tlb_flush_requests": 1}
-    assert read.softkvm == {"remote_tb_flush": 2, "remote_tb_page_flush": 7, "pcpu_switches": 9}
+    assert read.softkvm == {"remote_tb_flush": 2, "remote_tb_page_flush": 7, "pcpu_switches": 9,
+                            "published_mmio_reads": 11}
 
 
 # --- counted where KVM counts them ------------------------------------------------------------

@@ -195,6 +195,37 @@ def test_reset(parts):
     assert rd(dev, FR) & FR_RXFE and line.levels == [True, False]
 
 
+def test_the_published_fr_follows_every_change_of_the_rx_fifo(parts):
+    """Whatever changes UARTFR (data in, data read, FEN toggled, reset) hands its new value to
+    the publisher before anything else can see the change; TX changes nothing."""
+    dev, _, _ = parts
+    published = []
+    dev.publish_fr_to(published.append)
+    assert published == [FR_TXFE | FR_RXFE]
+
+    def check():
+        assert published[-1] == rd(dev, FR)
+    wr(dev, LCR_H, LCR_H_FEN)
+    check()
+    dev.receive(b"ab")
+    assert published[-1] == FR_TXFE
+    wr(dev, DR, 0x41)
+    count = len(published)
+    rd(dev, DR)
+    check()
+    dev.receive(bytes(15))
+    assert published[-1] == FR_TXFE | FR_RXFF and len(published) > count
+    wr(dev, LCR_H, 0)  # FIFO off: flushed
+    check()
+    dev.receive(b"z")
+    assert published[-1] == FR_TXFE | FR_RXFF  # one character fills a 1-deep FIFO
+    dev.reset()
+    assert published[-1] == FR_TXFE | FR_RXFE
+    dev.publish_fr_to(None)
+    dev.receive(b"q")
+    assert published[-1] == FR_TXFE | FR_RXFE
+
+
 def test_input_thread_waits_for_room(parts):
     dev, _, _ = parts
     assert dev.receive(b"1") == 1

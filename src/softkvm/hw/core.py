@@ -71,6 +71,9 @@ _CTL_FAULT_INFO_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 3, 1)
 # - the guest's EL1 vector entered for the synchronous exceptions routed there (stock: the core
 #   stops, and ``inject_sync`` enters it).
 _CTL_EL1_EXCEPTIONS_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 4, 1)
+# - loads of published registers answered from their published value without a stop (stock: they
+#   exit, and the kernel answers them).
+_CTL_PUBLISHED_MMIO_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 5, 1)
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
 ALL_CODE: Final = "all"
@@ -196,6 +199,11 @@ class Core:
         """Let the core append writes to ``config``'s zones to its ring with no exit; False
         when the core cannot (a stock build: such writes then exit like any unbacked write)."""
         return self._ctl(_CTL_COALESCED_MMIO_WRITE, ctypes.c_void_p(ctypes.addressof(config)))
+
+    def set_published_mmio(self, config: N.PublishedMmioConfig) -> bool:
+        """Let the core answer loads of ``config``'s registers from their published values
+        with no exit; False when the core cannot (a stock build: such loads then exit)."""
+        return self._ctl(_CTL_PUBLISHED_MMIO_WRITE, ctypes.c_void_p(ctypes.addressof(config)))
 
     def _ctl(self, request: int, *args: object) -> bool:
         """uc_ctl(request, args...); False when the core does not know the control."""

@@ -41,11 +41,11 @@ PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
                                     ctypes.POINTER(ctypes.c_uint64))
 
 
-CORE_BUILD_LABEL = "+softkvm.4"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
+CORE_BUILD_LABEL = "+softkvm.5"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
 
 
 def core_build() -> str:
-    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.4``."""
+    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.5``."""
     import importlib.metadata  # only the benchmark and the tests ask: keep it off start-up
 
     try:
@@ -140,6 +140,32 @@ def coalesced_zones(zones: list[tuple[int, int]]) -> ctypes.Structure:
     table = Zones(len(zones))
     for index, (addr, size) in enumerate(zones):
         table.zone[index] = CoalescedMmioZone(addr, size)
+    return table
+
+
+# UC_CTL_PUBLISHED_MMIO (softkvm's core build): registers whose loads the core answers from a
+# value their owner keeps current.
+class PublishedMmioReg(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint64), ("size", ctypes.c_uint64),
+                ("value", ctypes.POINTER(ctypes.c_uint64))]
+
+
+class PublishedMmioConfig(ctypes.Structure):
+    """``uc_published_mmio``: a register table (``published_regs``) and the loads served."""
+
+    _fields_ = [("regs", ctypes.c_void_p), ("reads", ctypes.c_uint64)]
+
+
+def published_regs(regs: list[tuple[int, int, ctypes.c_uint64]]) -> ctypes.Structure:
+    """A ``uc_published_mmio_regs`` table: a count, then (addr, size, value pointer) triples."""
+
+    class Regs(ctypes.Structure):
+        _fields_ = [("count", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                    ("reg", PublishedMmioReg * len(regs))]
+
+    table = Regs(len(regs))
+    for index, (addr, size, value) in enumerate(regs):
+        table.reg[index] = PublishedMmioReg(addr, size, ctypes.pointer(value))
     return table
 
 

@@ -22,6 +22,7 @@ from softkvm.hw.pcpu import PhysCpu
 from softkvm.kvm import arm, irq_line, irqchip, one_reg, uapi
 from softkvm.kvm.arch_timer import ArchTimers
 from softkvm.kvm.coalesced_mmio import CoalescedMmio, CoalescedMmioZone
+from softkvm.kvm.published_mmio import PublishedMmio, PublishedRegister
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.kvm_run import KvmRun
 from softkvm.kvm.trace import Tracer
@@ -36,6 +37,7 @@ SUPPORTED_CAPS = {
     uapi.KVM_CAP_USER_MEMORY: 1,
     uapi.KVM_CAP_COALESCED_MMIO: uapi.KVM_COALESCED_MMIO_PAGE_OFFSET,
     uapi.KVM_CAP_COALESCED_PIO: 1,
+    uapi.KVM_CAP_SOFTKVM_PUBLISHED_MMIO: 1,
     uapi.KVM_CAP_ARM_PSCI: 1,
     uapi.KVM_CAP_ARM_PSCI_0_2: 1,
     uapi.KVM_CAP_IMMEDIATE_EXIT: 1,
@@ -92,6 +94,7 @@ class Vm:
         self.cntvoff = counter_now()  # guest virtual time starts near 0 (kvm_timer_vcpu_init)
         self.timers = ArchTimers(self, self.hrtimers)
         self.coalesced_mmio = CoalescedMmio()
+        self.published_mmio = PublishedMmio()
         self.closed = False
 
     # --- KVM_CHECK_EXTENSION on the VM fd ------------------------------------------------------
@@ -131,6 +134,19 @@ class Vm:
         """KVM_UNREGISTER_COALESCED_MMIO: drop the zones that lie inside the range."""
         with self.lock:
             self.coalesced_mmio.unregister(CoalescedMmioZone(addr, size, pio))
+
+    def register_published_mmio(self, addr: int, size: int) -> PublishedRegister:
+        """KVM_CAP_SOFTKVM_PUBLISHED_MMIO (softkvm's own): guest loads wholly inside [addr,
+        addr + size) read the value last given to the returned register's ``publish`` instead
+        of exiting. Only for a register whose reads have no side effect; publish its value
+        before the guest runs and again whenever the device state behind it changes."""
+        with self.lock:
+            return self.published_mmio.register(addr, size)
+
+    def unregister_published_mmio(self, register: PublishedRegister) -> None:
+        """Loads of the register's range exit to userspace again."""
+        with self.lock:
+            self.published_mmio.unregister(register)
 
     def notify_memory_written(self) -> None:
         """Host wrote guest RAM (image load, DMA): drop translations made from the old bytes."""
@@ -193,7 +209,7 @@ class Vm:
 
     def read_stats(self) -> StatsRead:
         """Read the VM's stats fd: any thread, any time, no lock (the counters are ints)."""
-        return read_vm_stats(self.stats, self.pcpu.switches)
+        return read_vm_stats(self.stats, self.pcpu.switches, self.published_mmio.reads)
 
     # --- lifetime -----------------------------------------------------------------------------
 
@@ -226,6 +242,7 @@ class Vcpu:
         self.core = Core(vm.native, regions, self.mpidr)
         self.core.on_broadcast = lambda core, tlbi, code: arm.broadcast_flush(self, tlbi, code)
         vm.coalesced_mmio.attach(self.core)
+        vm.published_mmio.attach(self.core)
         self.run_struct = KvmRun()
         self.stats = VcpuStats()
         self.tracer = vm.tracer  # one attribute away from every run-loop trace site

@@ -31,8 +31,8 @@ class PendingMmio:
 
 
 def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
-    """A load/store hit no RAM: a coalesced write is queued, anything else goes to userspace
-    as KVM_EXIT_MMIO."""
+    """A load/store hit no RAM: a coalesced write is queued, a load of a published register is
+    answered, anything else goes to userspace as KVM_EXIT_MMIO."""
     insn = exit_.insn
     if insn is None:  # not a single-register access (KVM: ISV=0): an external abort
         vcpu.stats.abort_exits += 1
@@ -44,11 +44,19 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
                          type="unsatisfied-read" if insn.is_load else "write", len=insn.size,
                          gpa=exit_.addr, val=None if insn.is_load else data)
     vcpu.mmio_needed = PendingMmio(insn, exit_.addr, exit_.va)
-    if not insn.is_load and vcpu.vm.coalesced_mmio.write(exit_.addr, insn.size, data):
+    run = vcpu.run_struct
+    if insn.is_load:
+        published = vcpu.vm.published_mmio
+        value = published.read(exit_.addr, insn.size) if published.registers else None
+        if value is not None:  # kvm_io_bus_read took it: a published register (stock core)
+            MMIO_DATA.pack_into(run.mmio.data, 0, value)
+            vcpu.stats.mmio_exit_kernel += 1
+            kvm_handle_mmio_return(vcpu)
+            return 1
+    elif vcpu.vm.coalesced_mmio.write(exit_.addr, insn.size, data):
         vcpu.stats.mmio_exit_kernel += 1  # kvm_io_bus_write took it: the coalesced ring
         kvm_handle_mmio_return(vcpu)
         return 1
-    run = vcpu.run_struct
     run.exit_reason = uapi.KVM_EXIT_MMIO
     mmio = run.mmio
     mmio.phys_addr = exit_.addr

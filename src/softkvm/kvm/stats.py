@@ -34,7 +34,8 @@ SOFTKVM_CORE_STATS = ("core_slices", "core_kicks", "sysreg_emulated", "timer_sys
                       "exceptions_reflected")
 SOFTKVM_VCPU_STATS = SOFTKVM_VCPU_COUNTERS + SOFTKVM_CORE_STATS
 KVM_VM_STATS = ("remote_tlb_flush", "remote_tlb_flush_requests")
-SOFTKVM_VM_STATS = ("remote_tb_flush", "remote_tb_page_flush", "pcpu_switches")
+SOFTKVM_VM_STATS = ("remote_tb_flush", "remote_tb_page_flush", "pcpu_switches",
+                    "published_mmio_reads")
 
 # Every exit counted in ``exits`` is counted under exactly one of these (label, counter): the
 # exception classes of handle_exit.c's table, DABT split the way KVM splits it.
@@ -140,8 +141,10 @@ def read_vcpu_stats(stats: VcpuStats, core: dict[str, int],
                          for ec, n in sorted(reflected.items())})
 
 
-def read_vm_stats(stats: VmStats, pcpu_switches: int) -> StatsRead:
+def read_vm_stats(stats: VmStats, pcpu_switches: int, published_mmio_reads: int) -> StatsRead:
+    """Copy the counters, with the two kept elsewhere (the physical CPU's, the cores')."""
+    kept = {"pcpu_switches": pcpu_switches, "published_mmio_reads": published_mmio_reads}
     return StatsRead(kvm={name: getattr(stats, name) for name in KVM_VM_STATS},
-                     softkvm={name: pcpu_switches if name == "pcpu_switches"
-                              else getattr(stats, name) for name in SOFTKVM_VM_STATS},
+                     softkvm={name: kept[name] if name in kept else getattr(stats, name)
+                              for name in SOFTKVM_VM_STATS},
                      exits_by_reason={}, reflected_by_ec={})

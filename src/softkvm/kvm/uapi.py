@@ -49,6 +49,9 @@ KVM_CAP_ARM_USER_IRQ = 144
 KVM_CAP_COALESCED_PIO = 162
 KVM_CAP_ARM_INJECT_EXT_DABT = 178
 KVM_CAP_ARM_IRQ_LINE_LAYOUT_2 = 174
+# softkvm's own, numbered far above KVM's: loads of published MMIO registers need no exit
+# (kvm/published_mmio.py).
+KVM_CAP_SOFTKVM_PUBLISHED_MMIO = 0x50F7_0001
 
 # vCPU init features (bit numbers in kvm_vcpu_init.features[0]).
 KVM_ARM_VCPU_POWER_OFF = 0

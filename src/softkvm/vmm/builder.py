@@ -102,6 +102,10 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     if config.coalesced_mmio and vm.check_extension(uapi.KVM_CAP_COALESCED_MMIO):
         for offset, size in pl011.COALESCED_RANGES:
             vm.register_coalesced_mmio(layout.uart.base + offset, size)
+    if config.published_mmio and vm.check_extension(uapi.KVM_CAP_SOFTKVM_PUBLISHED_MMIO):
+        fr = vm.register_published_mmio(layout.uart.base + pl011.PUBLISHED_OFFSET,
+                                        pl011.PUBLISHED_SIZE)
+        uart.publish_fr_to(fr.publish)
     boot = loader.load(memory, config.kernel, initrd=config.initrd,
                        make_dtb=lambda initrd: _device_tree(config, layout, [uart], initrd))
     if config.dump_dtb is not None:

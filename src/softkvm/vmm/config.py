@@ -59,6 +59,7 @@ class VmConfig:
     console_out: BinaryIO | None = None   # None: the process's stdout
     console_in: BinaryIO | None = None    # None: no console input
     coalesced_mmio: bool = True           # queue UARTDR writes (KVM_REGISTER_COALESCED_MMIO)
+    published_mmio: bool = True           # UARTFR polls exit no more (published register)
 
     def validate(self) -> VmConfig:
         if not 1 <= self.smp <= MAX_SMP:

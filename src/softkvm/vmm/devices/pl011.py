@@ -24,6 +24,11 @@ UARTDR writes may be coalesced (``COALESCED_RANGES``, registered by the board): 
 effects are the byte at the sink and TXRIS, which every write sets and which Linux's interrupt
 handler, having written, re-reads through RIS (an exit, which delivers the queued bytes first).
 
+UARTFR may be published (``PUBLISHED_OFFSET``, registered by the board through
+:meth:`Pl011.publish_fr_to`): its reads have no side effect and it changes only with the RX FIFO's
+fill and LCR_H.FEN, so the device hands its new value to the kernel at each such change, and the
+guest's polls before every character it sends are answered without an exit.
+
 The interrupt output is (RIS & IMSC) != 0 on an :class:`~softkvm.vmm.irq.InterruptLine`, set
 only when it changes. One lock serialises the vCPU threads' MMIO and the input thread.
 """
@@ -63,6 +68,8 @@ IFLS_RESET = 0x12  # both FIFO levels at 1/2
 
 # (offset, size) of the registers whose writes may wait in the coalesced MMIO ring: UARTDR.
 COALESCED_RANGES = ((0x000, 4),)
+# The register whose value the device publishes (its loads need no exit): UARTFR.
+PUBLISHED_OFFSET, PUBLISHED_SIZE = 0x018, 4
 
 # Identification registers (0xFE0.. PeriphID0-3, 0xFF0.. PCellID0-3): Linux's AMBA bus reads
 # them to match the driver. Values are QEMU's pl011_id_arm (part 0x011, designer ARM, rev 1).
@@ -105,6 +112,7 @@ class Pl011:
     rx_fifo: deque[int] = field(default_factory=deque)
     unknown_accesses: int = 0
     _line: bool = False
+    _publish_fr: Callable[[int], object] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _room: threading.Condition = field(init=False, repr=False)
 
@@ -140,6 +148,12 @@ class Pl011:
     def fifo_depth(self) -> int:
         return FIFO_DEPTH if self.lcr_h & LCR_H_FEN else 1
 
+    def publish_fr_to(self, publish: Callable[[int], object] | None) -> None:
+        """Hand UARTFR's value to ``publish`` now and whenever it changes (None: stop)."""
+        with self._lock:
+            self._publish_fr = publish
+            self._fr_changed()
+
     def room(self) -> int:
         """How many bytes :meth:`receive` would take now."""
         with self._lock:
@@ -164,6 +178,7 @@ class Pl011:
             self.imsc = self.ris = self.dmacr = 0
             self.cr, self.ifls, self.read_trigger = CR_RESET, IFLS_RESET, 1
             self.rx_fifo.clear()
+            self._fr_changed()
             self._update()
             self._room.notify_all()
 
@@ -189,6 +204,7 @@ class Pl011:
         if not self.rx_fifo:
             return 0  # reading an empty FIFO: undefined data, no side effect
         data = self.rx_fifo.popleft()
+        self._fr_changed()
         if len(self.rx_fifo) < self.read_trigger:
             self.ris &= ~INT_RX
         if not self.rx_fifo:
@@ -217,6 +233,7 @@ class Pl011:
             self.ris &= ~(INT_RX | INT_RT)
             self._room.notify_all()
         self.lcr_h = value
+        self._fr_changed()
         self._update()
 
     def _write_imsc(self, value: int) -> None:
@@ -229,10 +246,15 @@ class Pl011:
 
     def _put_fifo(self, byte: int) -> None:
         self.rx_fifo.append(byte)
+        self._fr_changed()
         if len(self.rx_fifo) >= self.read_trigger:
             self.ris |= INT_RX
         self.ris |= INT_RT
         self._update()
+
+    def _fr_changed(self) -> None:
+        if self._publish_fr is not None:
+            self._publish_fr(self._read_fr())
 
     def _update(self) -> None:
         level = (self.ris & self.imsc) != 0

@@ -1,0 +1,133 @@
+"""KVM_CAP_SOFTKVM_PUBLISHED_MMIO: loads of a published register read its published value
+without an exit to userspace.
+
+Every guest test runs twice: with the core answering the load itself (softkvm's core build), and
+with the core unable to (a stock core), where the load exits to the kernel, which answers it.
+"""
+
+import errno
+
+import pytest
+
+from softkvm.hw.core import Core
+from softkvm.kvm import published_mmio, uapi
+from softkvm.kvm.errors import KvmError
+from tests.support.machine import CODE, POWER_OFF, load, make_vm, start_at
+
+UART = 0x09000000
+FR = UART + 0x18
+
+
+@pytest.fixture(params=["core", "kernel"])
+def publishing_vm(request, monkeypatch):
+    if request.param == "kernel":
+        monkeypatch.setattr(Core, "set_published_mmio", lambda core, config: False)
+    vm, vcpus, ram = make_vm(2)
+    yield vm, vcpus[0], ram, request.param
+    vm.close()
+
+
+def run_source(vm, vcpu, ram, source):
+    load(vm, ram, CODE, source)
+    start_at(vcpu, CODE)
+    return vcpu.run()
+
+
+def test_the_capability_is_offered(vm1):
+    vm, _vcpu, _ram = vm1
+    assert vm.check_extension(uapi.KVM_CAP_SOFTKVM_PUBLISHED_MMIO) == 1
+
+
+def test_loads_read_the_published_value_without_exiting(publishing_vm):
+    vm, vcpu, ram, mode = publishing_vm
+    fr = vm.register_published_mmio(FR, 4)
+    fr.publish(0x1234_5690)
+    run = run_source(vm, vcpu, ram, f"""
+        ldr x0, ={FR}
+        ldr w1, [x0]
+        ldrh w2, [x0, #2]
+        ldrb w3, [x0, #1]
+        ldrsb x4, [x0], #3
+        ldur w5, [x0, #1]
+    """ + POWER_OFF)
+    # the last load lies past the register: it alone exits, to userspace
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO
+    assert (run.mmio.phys_addr, run.mmio.len, run.mmio.is_write) == (FR + 4, 4, False)
+    core = vcpu.core
+    assert [core.get_x(n) for n in range(1, 5)] == [0x1234_5690, 0x1234, 0x56,
+                                                  0xFFFF_FFFF_FFFF_FF90]
+    assert core.get_x(0) == FR + 3  # the post-index writeback of a served load
+    stats = vcpu.read_stats().kvm
+    assert stats["mmio_exit_user"] == 1
+    assert stats["mmio_exit_kernel"] == (4 if mode == "kernel" else 0)
+    assert vm.read_stats().softkvm["published_mmio_reads"] == 4
+    assert vcpu.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+
+
+def test_a_new_value_is_read_from_the_next_load_on(publishing_vm):
+    vm, vcpu, ram, _mode = publishing_vm
+    fr = vm.register_published_mmio(FR, 4)
+    fr.publish(0x90)
+    run = run_source(vm, vcpu, ram, f"""
+        ldr x0, ={FR}
+        ldr w1, [x0]
+        str w1, [x0]
+        ldr w2, [x0]
+    """ + POWER_OFF)
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.is_write  # stores still exit
+    assert (run.mmio.phys_addr, int.from_bytes(run.mmio.data[:4], "little")) == (FR, 0x90)
+    fr.publish(0x80)  # the VMM's device changed while it handled the store
+    assert vcpu.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+    assert (vcpu.core.get_x(1), vcpu.core.get_x(2)) == (0x90, 0x80)
+
+
+def test_an_unregistered_register_exits_again(publishing_vm):
+    vm, vcpu, ram, _mode = publishing_vm
+    fr = vm.register_published_mmio(FR, 4)
+    fr.publish(0x90)
+    vm.unregister_published_mmio(fr)
+    run = run_source(vm, vcpu, ram, f"ldr x0, ={FR}\n ldr w1, [x0]\n" + POWER_OFF)
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == FR
+    assert vm.read_stats().softkvm["published_mmio_reads"] == 0
+
+
+def test_every_vcpu_reads_the_same_register(publishing_vm):
+    vm, _vcpu, ram, _mode = publishing_vm
+    vm.register_published_mmio(FR, 4).publish(0x42)
+    second = vm.vcpus[1]
+    run = run_source(vm, second, ram, f"ldr x0, ={FR}\n ldr w1, [x0]\n" + POWER_OFF)
+    assert run.exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT and second.core.get_x(1) == 0x42
+
+
+@pytest.mark.parametrize("addr,size,code", [
+    (FR, 0, errno.EINVAL),
+    (FR, 9, errno.EINVAL),
+    (0xFFFFFFFFFFFFFFFC, 8, errno.EINVAL),
+    (FR + 2, 4, errno.EEXIST),
+])
+def test_bad_registers_are_refused(vm1, addr, size, code):
+    vm, _vcpu, _ram = vm1
+    vm.register_published_mmio(FR, 4)
+    with pytest.raises(KvmError) as info:
+        vm.register_published_mmio(addr, size)
+    assert info.value.errno == code
+    assert [(r.addr, r.size) for r in vm.published_mmio.registers] == [(FR, 4)]
+
+
+def test_unregistering_twice_is_refused(vm1):
+    vm, _vcpu, _ram = vm1
+    fr = vm.register_published_mmio(FR, 4)
+    vm.unregister_published_mmio(fr)
+    with pytest.raises(KvmError) as info:
+        vm.unregister_published_mmio(fr)
+    assert info.value.errno == errno.ENOENT
+
+
+def test_registers_beyond_the_limit_are_refused(vm1, monkeypatch):
+    monkeypatch.setattr(published_mmio, "MAX_REGISTERS", 2)
+    vm, _vcpu, _ram = vm1
+    vm.register_published_mmio(FR, 4)
+    vm.register_published_mmio(FR + 4, 4)
+    with pytest.raises(KvmError) as info:
+        vm.register_published_mmio(FR + 8, 4)
+    assert info.value.errno == errno.ENOSPC
