@@ -25,6 +25,14 @@ def core_vm():
     vm.close()
 
 
+def run_code(vm, core, ram, source):
+    """Load ``source`` at CODE, drop translations of what was there, and run the core from it."""
+    load(vm, ram, CODE, source)
+    core.flush_tb()
+    core.set_pc(CODE)
+    return core.run()
+
+
 def test_the_installed_core_is_softkvms_build():
     assert is_softkvm_core(), (f"{core_build()} is loaded, not third_party/unicorn's build: "
                                "run `make install`")
@@ -88,10 +96,7 @@ def test_wfe_traps_to_el2_only_with_hcr_twe(core_vm, twe):
     """Stock Unicorn never traps WFE; this build honours HCR_EL2.TWE as it does TWI for WFI."""
     vm, core, ram = core_vm
     core.set_hcr_traps(S.HCR_TWE, twe)
-    load(vm, ram, CODE, "nop\n wfe\n hvc #0")
-    core.flush_tb()
-    core.set_pc(CODE)
-    exit_ = core.run()
+    exit_ = run_code(vm, core, ram, "nop\n wfe\n hvc #0")
     if twe:
         assert exit_.kind is ExitKind.WFX and core.get_pc() == CODE + 4
         assert E.esr_ec(exit_.esr) == E.EC_WFX and E.esr_iss(exit_.esr) & 1  # TI: WFE
@@ -194,7 +199,7 @@ def test_a_write_inside_a_coalesced_zone_is_queued_without_an_exit(core_vm):
     little-endian bytes; the first write that leaves the zone stops on its own instruction."""
     vm, core, ram = core_vm
     ring, *keep = _coalescing(core, [(0x09000000, 4), (0x09001000, 0x10)])
-    load(vm, ram, CODE, """
+    exit_ = run_code(vm, core, ram, """
         ldr x0, =0x09000000
         ldr x3, =0x09001000
         mov w1, #0x41
@@ -205,9 +210,6 @@ def test_a_write_inside_a_coalesced_zone_is_queued_without_an_exit(core_vm):
         strh w1, [x0, #3]
         b .
     """)
-    core.flush_tb()
-    core.set_pc(CODE)
-    exit_ = core.run()
     assert exit_.kind is ExitKind.DABT and exit_.is_write  # strh at +3 spills past the zone
     assert (exit_.addr, exit_.size) == (0x09000003, 2)
     assert core.get_pc() == CODE + 28
@@ -251,17 +253,14 @@ def test_a_new_zone_table_takes_effect_at_the_next_write(core_vm):
     one put back coalesces again."""
     vm, core, ram = core_vm
     ring, config, table = _coalescing(core, [(0x09000000, 4)])
-    load(vm, ram, CODE, """
+    empty = N.coalesced_zones([])
+    config.zones = N.ctypes.addressof(empty)
+    exit_ = run_code(vm, core, ram, """
         ldr x0, =0x09000000
         str w1, [x0]
         str w1, [x0]
         hvc #0
     """)
-    core.flush_tb()
-    core.set_pc(CODE)
-    empty = N.coalesced_zones([])
-    config.zones = N.ctypes.addressof(empty)
-    exit_ = core.run()
     assert exit_.kind is ExitKind.DABT and exit_.is_write
     assert ring.last == 0 and core.get_pc() == CODE + 4
     config.zones = N.ctypes.addressof(table)
@@ -286,7 +285,7 @@ def test_a_load_inside_a_published_register_reads_its_value_without_an_exit(core
     vm, core, ram = core_vm
     config, table, slots = _publishing(core, [(0x09000018, 4, 0x8899AABB),
                                               (0x09001000, 8, 0x1122334455667788)])
-    load(vm, ram, CODE, """
+    exit_ = run_code(vm, core, ram, """
         ldr x0, =0x09000018
         ldr x3, =0x09001000
         ldr w1, [x0]
@@ -297,9 +296,6 @@ def test_a_load_inside_a_published_register_reads_its_value_without_an_exit(core
         ldrh w7, [x0, #3]
         b .
     """)
-    core.flush_tb()
-    core.set_pc(CODE)
-    exit_ = core.run()
     assert exit_.kind is ExitKind.DABT and not exit_.is_write  # ldrh at +3 spills past it
     assert (exit_.addr, exit_.size) == (0x0900001B, 2)
     assert core.get_pc() == CODE + 28
@@ -307,10 +303,7 @@ def test_a_load_inside_a_published_register_reads_its_value_without_an_exit(core
         0x8899AABB, 0x99, 0xFFFFFFFFFFFF8899, 0x1122334455667788, 0x11223344]
     assert config.reads == 5
     slots[0].value = 0x10  # the owner publishes a new value: the next load reads it
-    load(vm, ram, CODE, "ldr x0, =0x09000018\n ldr w1, [x0]\n str w1, [x0]\n b .")
-    core.flush_tb()
-    core.set_pc(CODE)
-    exit_ = core.run()
+    exit_ = run_code(vm, core, ram, "ldr x0, =0x09000018\n ldr w1, [x0]\n str w1, [x0]\n b .")
     assert exit_.kind is ExitKind.DABT and exit_.is_write and core.get_pc() == CODE + 8
     assert core.get_x(1) == 0x10 and config.reads == 6
 
@@ -318,16 +311,8 @@ def test_a_load_inside_a_published_register_reads_its_value_without_an_exit(core
 def test_a_new_published_table_takes_effect_at_the_next_load(core_vm):
     vm, core, ram = core_vm
     config, table, slots = _publishing(core, [(0x09000018, 4, 0x90)])
-    load(vm, ram, CODE, """
-        ldr x0, =0x09000018
-        ldr w1, [x0]
-        ldr w2, [x0]
-        hvc #0
-    """)
-    core.flush_tb()
-    core.set_pc(CODE)
-    config.regs = None
-    exit_ = core.run()
+    config.regs = None  # dropped: the loads exit
+    exit_ = run_code(vm, core, ram, "ldr x0, =0x09000018\n ldr w1, [x0]\n ldr w2, [x0]\n hvc #0")
     assert exit_.kind is ExitKind.DABT and not exit_.is_write and core.get_pc() == CODE + 4
     config.regs = N.ctypes.addressof(table)
     core.set_pc(CODE + 8)  # the first load, handled as the exit asked

@@ -9,21 +9,18 @@ import errno
 
 import pytest
 
-from softkvm.hw.core import Core
 from softkvm.kvm import coalesced_mmio, uapi
 from softkvm.kvm.errors import KvmError
-from tests.support.machine import CODE, POWER_OFF, load, make_vm, start_at
+from tests.support.machine import POWER_OFF, run_source, vm_served_by
 
 UART = 0x09000000
 
 
 @pytest.fixture(params=["core", "kernel"])
 def coalescing_vm(request, monkeypatch):
-    if request.param == "kernel":
-        monkeypatch.setattr(Core, "set_coalesced_mmio", lambda core, config: False)
-    vm, vcpus, ram = make_vm(2)
-    yield vm, vcpus[0], ram, request.param
-    vm.close()
+    parts = vm_served_by(request.param, monkeypatch, "set_coalesced_mmio")
+    yield parts
+    parts[0].close()
 
 
 def entries(ring):
@@ -33,12 +30,6 @@ def entries(ring):
         out.append((e.phys_addr, e.len, int.from_bytes(bytes(e.data)[: e.len], "little")))
         ring.first = (ring.first + 1) % len(ring.coalesced_mmio)
     return out
-
-
-def run_source(vm, vcpu, ram, source):
-    load(vm, ram, CODE, source)
-    start_at(vcpu, CODE)
-    return vcpu.run()
 
 
 def test_the_capability_names_the_ring_page(vm1):

@@ -9,10 +9,9 @@ import errno
 
 import pytest
 
-from softkvm.hw.core import Core
 from softkvm.kvm import published_mmio, uapi
 from softkvm.kvm.errors import KvmError
-from tests.support.machine import CODE, POWER_OFF, load, make_vm, start_at
+from tests.support.machine import POWER_OFF, run_source, vm_served_by
 
 UART = 0x09000000
 FR = UART + 0x18
@@ -20,17 +19,15 @@ FR = UART + 0x18
 
 @pytest.fixture(params=["core", "kernel"])
 def publishing_vm(request, monkeypatch):
-    if request.param == "kernel":
-        monkeypatch.setattr(Core, "set_published_mmio", lambda core, config: False)
-    vm, vcpus, ram = make_vm(2)
-    yield vm, vcpus[0], ram, request.param
-    vm.close()
+    parts = vm_served_by(request.param, monkeypatch, "set_published_mmio")
+    yield parts
+    parts[0].close()
 
 
-def run_source(vm, vcpu, ram, source):
-    load(vm, ram, CODE, source)
-    start_at(vcpu, CODE)
-    return vcpu.run()
+def publish_fr(vm, value):
+    register = vm.register_published_mmio(FR, 4)
+    register.publish(value)
+    return register
 
 
 def test_the_capability_is_offered(vm1):
@@ -40,8 +37,7 @@ def test_the_capability_is_offered(vm1):
 
 def test_loads_read_the_published_value_without_exiting(publishing_vm):
     vm, vcpu, ram, mode = publishing_vm
-    fr = vm.register_published_mmio(FR, 4)
-    fr.publish(0x1234_5690)
+    publish_fr(vm, 0x1234_5690)
     run = run_source(vm, vcpu, ram, f"""
         ldr x0, ={FR}
         ldr w1, [x0]
@@ -66,8 +62,7 @@ def test_loads_read_the_published_value_without_exiting(publishing_vm):
 
 def test_a_new_value_is_read_from_the_next_load_on(publishing_vm):
     vm, vcpu, ram, _mode = publishing_vm
-    fr = vm.register_published_mmio(FR, 4)
-    fr.publish(0x90)
+    fr = publish_fr(vm, 0x90)
     run = run_source(vm, vcpu, ram, f"""
         ldr x0, ={FR}
         ldr w1, [x0]
@@ -83,9 +78,7 @@ def test_a_new_value_is_read_from_the_next_load_on(publishing_vm):
 
 def test_an_unregistered_register_exits_again(publishing_vm):
     vm, vcpu, ram, _mode = publishing_vm
-    fr = vm.register_published_mmio(FR, 4)
-    fr.publish(0x90)
-    vm.unregister_published_mmio(fr)
+    vm.unregister_published_mmio(publish_fr(vm, 0x90))
     run = run_source(vm, vcpu, ram, f"ldr x0, ={FR}\n ldr w1, [x0]\n" + POWER_OFF)
     assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == FR
     assert vm.read_stats().softkvm["published_mmio_reads"] == 0
@@ -93,7 +86,7 @@ def test_an_unregistered_register_exits_again(publishing_vm):
 
 def test_every_vcpu_reads_the_same_register(publishing_vm):
     vm, _vcpu, ram, _mode = publishing_vm
-    vm.register_published_mmio(FR, 4).publish(0x42)
+    publish_fr(vm, 0x42)
     second = vm.vcpus[1]
     run = run_source(vm, second, ram, f"ldr x0, ={FR}\n ldr w1, [x0]\n" + POWER_OFF)
     assert run.exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT and second.core.get_x(1) == 0x42
