@@ -1,6 +1,7 @@
 """The Unicorn build ``make install`` puts in place (third_party/unicorn): what its patch changes
 and what it must keep."""
 
+import struct
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,9 +12,9 @@ from softkvm.arch import esr as E
 from softkvm.arch import sysregs as S
 from softkvm.arch.sysregs import ICC_PMR_EL1
 from softkvm.hw import native as N
-from softkvm.hw.core import ExitKind
+from softkvm.hw.core import Core, ExitKind
 from softkvm.hw.native import CORE_BUILD_LABEL, core_build, is_softkvm_core
-from tests.support.machine import CODE, load, make_vm
+from tests.support.machine import CODE, RAM_BASE, load, make_vm
 
 DEVICE = 0x0A000000  # an in-kernel device region: served by a callback without leaving the slice
 
@@ -371,3 +372,67 @@ def test_a_guest_exception_to_el1_is_taken_inside_the_core(core_vm, insn, ec):
     assert exit_.kind is ExitKind.HVC
     assert core.stats.slices == slices + 1 and core.stats.reflected == {}
     assert core.get_x(6) == E.esr(ec, 7)
+
+
+def test_cores_in_parallel_make_guest_exclusives_atomic():
+    """Part 10: two cores on two threads, contending for one counter with LDXR/STXR and for a
+    pair with LDXP/STXP, lose no update: their code is translated for a parallel context."""
+    vm, vcpus, ram = make_vm(2)
+    try:
+        count, pair, n = RAM_BASE + 0x100000, RAM_BASE + 0x100040, 20000
+        load(vm, ram, CODE, f"""
+            ldr x0, ={count}
+            ldr x4, ={pair}
+            ldr x3, ={n}
+        1:  ldxr x1, [x0]
+            add x1, x1, #1
+            stxr w2, x1, [x0]
+            cbnz w2, 1b
+        2:  ldxp x5, x6, [x4]
+            add x5, x5, #1
+            add x6, x6, #2
+            stxp w2, x5, x6, [x4]
+            cbnz w2, 2b
+            subs x3, x3, #1
+            b.ne 1b
+            hvc #0
+        """)
+        cores = [vcpu.core for vcpu in vcpus]
+        assert all(core.set_parallel(True) for core in cores)
+        peers = Core.make_peers(cores)
+        exits = []
+
+        def run(core):
+            core.flush_tb()
+            core.set_pc(CODE)
+            exit_ = core.run()
+            while exit_.kind is ExitKind.KICKED:
+                exit_ = core.run()
+            exits.append(exit_.kind)
+        threads = [threading.Thread(target=run, args=(core,)) for core in cores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert exits == [ExitKind.HVC, ExitKind.HVC] and peers
+        assert struct.unpack_from("<QQQ", ram, count - RAM_BASE)[0] == 2 * n
+        assert struct.unpack_from("<QQ", ram, pair - RAM_BASE) == (2 * n, 4 * n)
+    finally:
+        vm.close()
+
+
+def test_translations_of_a_physical_range_are_dropped_on_request(core_vm):
+    """Part 11: UC_CTL_INVALIDATE_PHYS drops the code translated from a physical page (the
+    core translates it again), and only from that page."""
+    vm, core, ram = core_vm
+    routine, other = RAM_BASE + 0x90000, RAM_BASE + 0x92000
+    load(vm, ram, routine, "mov x0, #1\n ret")
+    load(vm, ram, other, "mov x1, #5\n ret")
+    source = f"ldr x9, ={routine}\n blr x9\n ldr x9, ={other}\n blr x9\n hvc #0"
+    assert run_code(vm, core, ram, source).kind is ExitKind.HVC
+    for addr, insn in ((routine, 0xD2800040), (other, 0xD28000C1)):  # mov x0, #2 / mov x1, #6
+        ram[addr - RAM_BASE: addr - RAM_BASE + 4] = insn.to_bytes(4, "little")
+    core.invalidate_phys(routine, 0x1000)
+    core.set_pc(CODE)
+    assert core.run().kind is ExitKind.HVC
+    assert (core.get_x(0), core.get_x(1)) == (2, 5)  # the other page's old translation stays

@@ -5,11 +5,13 @@ import mmap
 
 import pytest
 
+from softkvm.hw.core import Core
+from softkvm.hw.pcpu import OwnCpus, PhysCpu
 from softkvm.kvm import irq_line, uapi
 from softkvm.kvm.errors import KvmError
 from softkvm.kvm.one_reg import REG_PC_ID, core_reg, sysreg_id
 from softkvm.arch import sysregs as S
-from tests.support.machine import RAM_BASE, kvm, make_vm
+from tests.support.machine import CODE, POWER_OFF, RAM_BASE, kvm, load, make_vm, start_at
 
 
 def expect_errno(code, fn, *args, **kwargs):
@@ -89,3 +91,32 @@ def test_immediate_exit_returns_intr(vm1):
     vcpu.immediate_exit = True
     run = vcpu.run()
     assert run.exit_reason == uapi.KVM_EXIT_INTR and run.ret == -errno.EINTR
+
+
+@pytest.mark.parametrize("host_cpus,nr_vcpus,parallel", [(2, 2, True), (4, 2, True), (1, 2, False),
+                                                          (2, 1, False)])
+def test_the_first_run_chooses_whether_the_vcpus_run_in_parallel(host_cpus, nr_vcpus, parallel):
+    """Several vCPUs and host CPUs: each vCPU runs on its own (WFE then traps only when they
+    outnumber the CPUs); otherwise they take turns on one physical CPU."""
+    vm, vcpus, ram = make_vm(nr_vcpus, host_cpus=host_cpus)
+    try:
+        load(vm, ram, CODE, POWER_OFF)
+        start_at(vcpus[0], CODE)
+        assert vcpus[0].run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert isinstance(vm.pcpu, OwnCpus) == parallel
+        assert [vcpu.core.parallel for vcpu in vcpus] == [parallel] * nr_vcpus
+    finally:
+        vm.close()
+
+
+def test_cores_that_cannot_run_in_parallel_take_turns(monkeypatch):
+    """A stock core (no UC_CTL_PARALLEL): exact guest atomics need one core at a time."""
+    monkeypatch.setattr(Core, "set_parallel", lambda core, on: not on)
+    vm, vcpus, ram = make_vm(2, host_cpus=2)
+    try:
+        load(vm, ram, CODE, POWER_OFF)
+        start_at(vcpus[0], CODE)
+        assert vcpus[0].run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert isinstance(vm.pcpu, PhysCpu)
+    finally:
+        vm.close()

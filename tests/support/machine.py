@@ -25,8 +25,12 @@ def kvm() -> Kvm:
     return _KVM[0]
 
 
-def make_vm(nr_vcpus: int = 1, ram_size: int = RAM_SIZE) -> tuple[Vm, list[Vcpu], mmap.mmap]:
+def make_vm(nr_vcpus: int = 1, ram_size: int = RAM_SIZE,
+            host_cpus: int | None = None) -> tuple[Vm, list[Vcpu], mmap.mmap]:
+    """A VM with RAM at RAM_BASE and initialised vCPUs. ``host_cpus``: how many host CPUs its
+    vCPUs may use (1: they take turns on one; default: the host's count)."""
     vm = kvm().create_vm()
+    vm.host_cpus = host_cpus
     ram = mmap.mmap(-1, ram_size)
     vm.set_user_memory_region(0, RAM_BASE, ram)
     vcpus = [vm.create_vcpu(i) for i in range(nr_vcpus)]

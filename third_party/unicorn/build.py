@@ -1,7 +1,7 @@
 """Build the Unicorn core softkvm runs on and install it into this Python environment.
 
 Unicorn 2.1.4's source distribution from PyPI (pinned by its hash), with ``softkvm.patch``
-applied, built for AArch64 only, installed as ``unicorn 2.1.4+softkvm.5`` (which still satisfies
+applied, built for AArch64 only, installed as ``unicorn 2.1.4+softkvm.6`` (which still satisfies
 softkvm's ``unicorn==2.1.4``). Why the patch: README.md beside this file.
 
 Run with the interpreter of the environment to install into::
@@ -23,7 +23,7 @@ import tarfile
 from pathlib import Path
 
 VERSION = "2.1.4"
-LOCAL_LABEL = "softkvm.5"
+LOCAL_LABEL = "softkvm.6"
 SDIST = f"unicorn-{VERSION}.tar.gz"
 SDIST_SHA256 = "00567a70e323f749b419cd86bee4f9115beab7ebba32194581c090cbb7c59cff"
 HERE = Path(__file__).resolve().parent
@@ -61,7 +61,7 @@ def unpack(archive: Path, workdir: Path) -> Path:
     run(["git", "apply", "-p1", str(PATCH)], cwd=tree)
     # git apply skips paths it takes to be outside the working directory without failing:
     # check that the patch really landed.
-    if "UC_CTL_PUBLISHED_MMIO" not in (tree / "src/include/unicorn/unicorn.h").read_text():
+    if "UC_CTL_INVALIDATE_PHYS" not in (tree / "src/include/unicorn/unicorn.h").read_text():
         raise BuildError(f"{PATCH.name} did not apply to {tree}: apply it by hand and rerun")
     info = tree / "PKG-INFO"  # setuptools-scm takes the version from here in an sdist
     text = info.read_text()

@@ -74,6 +74,12 @@ _CTL_EL1_EXCEPTIONS_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 4, 1)
 # - loads of published registers answered from their published value without a stop (stock: they
 #   exit, and the kernel answers them).
 _CTL_PUBLISHED_MMIO_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 5, 1)
+# - code translated for a parallel context, so guest atomics are host atomics (stock: the
+#   vCPUs of a VM take turns on one physical CPU).
+_CTL_PARALLEL_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 6, 4)
+# - the code translated from a physical range dropped (the shim's remote flushes; stock: no
+#   vCPUs in parallel, so no need).
+_CTL_INVALIDATE_PHYS_WRITE = _ctl_write(U.UC_CTL_CONTEXT_MODE + 7, 2)
 # What an IC broadcast asks of the other cores: nothing (None), all their translations
 # (ALL_CODE), or those of some guest pages, by physical address.
 ALL_CODE: Final = "all"
@@ -139,11 +145,15 @@ class Core:
         self.state = N.SkvmVcpu()
         self.state.notify_fd = -1
         self.state.api = ctypes.pointer(native.api)
+        self.state.uc = uc._uch
+        self._state_p = ctypes.addressof(self.state)
+        self._shim = native.shim
         self._hooks: list[int] = []
         self._ctx = uc.context_save()
         self.state.ctx = ctypes.cast(self._ctx.context, ctypes.c_void_p).value
         self._install_hooks()
         self.hcr = HCR_EL2_BASE
+        self.parallel = False
         self.stats = CoreStats({})
         self.sysreg_handler: Callable[[int, bool, int], int | None] | None = None
         self.on_broadcast: Callable[[Core, bool, CodeBroadcast], None] | None = None
@@ -205,6 +215,34 @@ class Core:
         with no exit; False when the core cannot (a stock build: such loads then exit)."""
         return self._ctl(_CTL_PUBLISHED_MMIO_WRITE, ctypes.c_void_p(ctypes.addressof(config)))
 
+    def set_parallel(self, on: bool) -> bool:
+        """Translate for running beside the VM's other cores (host atomics and barriers);
+        False when the core cannot, and the vCPUs must then take turns. Set before the first
+        run."""
+        # The core stops after a DSB that completes a broadcast op the shim recorded (dsb_stop).
+        flag = ctypes.c_void_p(self._state_p + N.SkvmVcpu.dsb_stop.offset)
+        callback = ctypes.c_void_p(self._shim.skvm_parallel_cb())
+        if not self._ctl(_CTL_PARALLEL_WRITE, ctypes.c_int(int(on)), flag if on else None,
+                         callback, ctypes.c_void_p(self._state_p)):
+            return False
+        self.parallel = on
+        return True
+
+    def invalidate_phys(self, paddr: int, size: int) -> bool:
+        """Drop the code translated from guest physical [paddr, paddr + size); False when the
+        core cannot (a stock build)."""
+        return self._ctl(_CTL_INVALIDATE_PHYS_WRITE, ctypes.c_uint64(paddr), ctypes.c_uint64(size))
+
+    @staticmethod
+    def make_peers(cores: list[Core]) -> ctypes.Array:
+        """Tell parallel cores about each other (for their broadcasts); keep the result alive
+        as long as they run."""
+        peers = (ctypes.c_void_p * len(cores))(*(core._state_p for core in cores))
+        for core in cores:
+            core.state.peers = ctypes.addressof(peers)
+            core.state.npeers = len(cores)
+        return peers
+
     def _ctl(self, request: int, *args: object) -> bool:
         """uc_ctl(request, args...); False when the core does not know the control."""
         return self.native.uclib.uc_ctl(self.uc._uch, request, *args) == U.UC_ERR_OK
@@ -236,19 +274,26 @@ class Core:
 
     def kick(self) -> None:
         """Stop at the next block boundary (any thread). Never use emu_stop from outside."""
-        self.state.kick = 1
+        self._shim.skvm_kick(self._state_p)  # atomic: other vCPUs post work in the same word
 
     def run(self) -> CoreExit:
         """Run guest code until something the hypervisor must see happens."""
         st, raw = self.state, self.raw
         while True:
             st.exit_kind = N.EXIT_NONE
-            err = raw.emu_start(raw.read(REG_PC))
+            err = raw.emu_start_via(self._shim.skvm_emu_start, self._state_p, raw.read(REG_PC))
             self.stats.slices += 1
             if st.pending_tlbi_is or st.pending_ic:
                 self._broadcast()
+            if st.remote_tb_flush:  # another vCPU's IC IALLUIS, taken while this one ran
+                st.remote_tb_flush = 0
+                self.flush_tb()
             if err in UNMAPPED_ERRORS or st.exit_kind == N.EXIT_UNMAPPED:
                 return self._unmapped_exit()
+            if err == U.UC_ERR_EXCEPTION and self.parallel:
+                return CoreExit(ExitKind.INTERNAL, message="an exclusive or atomic access the "
+                                "core cannot make while the vCPUs run in parallel (to an "
+                                f"in-kernel device?) at pc={raw.read(REG_PC):#x}")
             if err:
                 return CoreExit(ExitKind.INTERNAL, message=f"the core stopped with uc_err {err}: "
                                 f"{unicorn.UcError(err)} at pc={raw.read(REG_PC):#x}")
@@ -258,12 +303,15 @@ class Core:
             exit_ = self._intr_exit()
             if exit_ is not None:
                 return exit_
-            if st.kick:  # a reflected exception must not hide a pending kick
-                st.kick = 0
+            if st.kick & 1 and self._shim.skvm_take_kick(self._state_p):
+                # a reflected exception must not hide a pending kick
                 self.stats.kicks += 1
                 return CoreExit(ExitKind.KICKED)
 
     def _broadcast(self) -> None:
+        if self.parallel:  # ops whose DSB has not come yet: sent, and waited for, now
+            self._shim.skvm_broadcast(self._state_p)
+            return
         st = self.state
         tlbi, n = bool(st.pending_tlbi_is), st.pending_ic
         st.pending_tlbi_is = st.pending_ic = 0

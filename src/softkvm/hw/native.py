@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -41,11 +42,11 @@ PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
                                     ctypes.POINTER(ctypes.c_uint64))
 
 
-CORE_BUILD_LABEL = "+softkvm.5"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
+CORE_BUILD_LABEL = "+softkvm.6"  # third_party/unicorn/build.py LOCAL_LABEL, with its "+"
 
 
 def core_build() -> str:
-    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.5``."""
+    """The Unicorn distribution in use, e.g. ``unicorn 2.1.4+softkvm.6``."""
     import importlib.metadata  # only the benchmark and the tests ask: keep it off start-up
 
     try:
@@ -60,7 +61,8 @@ def is_softkvm_core() -> bool:
 
 
 class SkvmApi(ctypes.Structure):
-    _fields_ = [("emu_stop", ctypes.c_void_p), ("reg_read", ctypes.c_void_p),
+    _fields_ = [("emu_start", ctypes.c_void_p), ("ctl", ctypes.c_void_p),
+                ("emu_stop", ctypes.c_void_p), ("reg_read", ctypes.c_void_p),
                 ("reg_write", ctypes.c_void_p), ("context_save", ctypes.c_void_p),
                 ("vmem_translate", ctypes.c_void_p)]
 
@@ -88,6 +90,7 @@ class SkvmVcpu(ctypes.Structure):
         ("pending_tlbi_is", ctypes.c_uint32),
         ("pending_ic", ctypes.c_uint32),
         ("exc_offset", ctypes.c_uint32),
+        ("dsb_stop", ctypes.c_int32),
         ("timer", SkvmTimer * 2),
         ("cntvoff", ctypes.c_uint64),
         ("timer_writes", ctypes.c_uint64),
@@ -101,6 +104,20 @@ class SkvmVcpu(ctypes.Structure):
         ("py_cb", ctypes.c_void_p),
         ("py_cookie", ctypes.c_void_p),
         ("policy", ctypes.c_uint8 * 65536),
+        ("uc", ctypes.c_void_p),
+        ("peers", ctypes.c_void_p),
+        ("npeers", ctypes.c_uint32),
+        ("in_core", ctypes.c_int32),
+        ("rlock", ctypes.c_int32),
+        ("rbits", ctypes.c_uint32),
+        ("rnpages", ctypes.c_uint32),
+        ("remote_tb_flush", ctypes.c_uint32),
+        ("rpages", ctypes.c_uint64 * IC_PAGES),
+        ("rreq", ctypes.c_uint64),
+        ("rack", ctypes.c_uint64),
+        ("n_bcast_tlb", ctypes.c_uint64),
+        ("n_bcast_all_code", ctypes.c_uint64),
+        ("n_bcast_pages", ctypes.c_uint64),
     ]
 
 
@@ -127,7 +144,7 @@ class CoalescedMmioConfig(ctypes.Structure):
     """``uc_coalesced_mmio``: the ring, its size, and a zone table (``coalesced_zones``)."""
 
     _fields_ = [("ring", ctypes.POINTER(CoalescedMmioRing)), ("max", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32), ("zones", ctypes.c_void_p)]
+                ("lock", ctypes.c_uint32), ("zones", ctypes.c_void_p)]  # lock: the core's
 
 
 def coalesced_zones(zones: list[tuple[int, int]]) -> ctypes.Structure:
@@ -206,8 +223,11 @@ class Native:
             raise NativeShimError("the native shim does not match hw/native.py: rebuild with "
                                   "`make install`")
         for name in ("skvm_block_cb", "skvm_intr_cb", "skvm_unmapped_cb", "skvm_mrs_cb",
-                     "skvm_msr_cb", "skvm_sys_cb"):
+                     "skvm_msr_cb", "skvm_sys_cb", "skvm_parallel_cb"):
             getattr(shim, name).restype = ctypes.c_void_p
+        shim.skvm_emu_start.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        for name in ("skvm_kick", "skvm_take_kick", "skvm_broadcast"):
+            getattr(shim, name).argtypes = [ctypes.c_void_p]
         shim.skvm_counter_now.restype = ctypes.c_uint64
         native = cls(shim, uclib)
         addr = ctypes.cast
@@ -216,7 +236,9 @@ class Native:
                           addr(uclib.uc_reg_read, ctypes.c_void_p),
                           addr(uclib.uc_reg_write, ctypes.c_void_p),
                           addr(uclib.uc_context_save, ctypes.c_void_p),
-                          addr(uclib.uc_vmem_translate, ctypes.c_void_p))
+                          addr(uclib.uc_vmem_translate, ctypes.c_void_p),
+                          addr(uclib.uc_emu_start, ctypes.c_void_p),
+                          addr(uclib.uc_ctl, ctypes.c_void_p))
         return native
 
     def counter_now(self) -> int:
@@ -284,6 +306,14 @@ class RawUc:
         self._begin.value = begin & 0xFFFFFFFFFFFFFFFF
         self._pc, self._running = None, True   # hooks may read and write the PC meanwhile
         err = self._start(self.uch, self._begin, self._zero64, self._zero64, self._zero)
+        self._pc, self._running = None, False
+        return err
+
+    def emu_start_via(self, start: Callable[[int, int], int], state: int, begin: int) -> int:
+        """emu_start through the shim's ``start(state, begin)``, which also tells the other
+        vCPUs whether this one is inside its core (for their broadcasts)."""
+        self._pc, self._running = None, True
+        err = start(state, begin & 0xFFFFFFFFFFFFFFFF)
         self._pc, self._running = None, False
         return err
 

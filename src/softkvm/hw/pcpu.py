@@ -1,10 +1,17 @@
-"""The one physical CPU that all vCPUs of a VM share.
+"""The physical CPUs the vCPUs of a VM run on: one shared by all (``PhysCpu``), or one each
+(``OwnCpus``).
 
-Guest atomics are only exact when one Unicorn instance executes at a time (notes/unicorn.md §3),
-so a vCPU holds this token while it is "in KVM_RUN" and gives it up when it exits to userspace,
-blocks, or is preempted. Waiters are served in FIFO order (a plain lock lets the holder barge back
-in forever); a waiter asks for the holder to be kicked once it has run for a quantum, which plays
-the host scheduler's tick.
+Counterpart: the host scheduler KVM's vCPU threads run under. softkvm's own core translates for a
+parallel context (``Core.set_parallel``: guest atomics are host atomics, broadcast TLB and code
+maintenance reaches the other cores at the DSB), so with several vCPUs and host CPUs every vCPU
+thread runs on its own, as KVM's do, and the host scheduler shares the host's CPUs among them
+(``OwnCpus``; ``kvm/arm.py`` chooses at the VM's first KVM_RUN).
+
+On a stock core, or a host with one CPU, guest atomics are only exact when one Unicorn instance
+executes at a time (notes/unicorn.md §3), so a vCPU holds the ``PhysCpu`` token while it is "in
+KVM_RUN" and gives it up when it exits to userspace, blocks, or is preempted. Waiters are served
+in FIFO order (a plain lock lets the holder barge back in forever); a waiter asks for the holder to
+be kicked once it has run for a quantum, which plays the host scheduler's tick.
 
 A vCPU that exits to userspace (an MMIO access, say) keeps the token on *lease*, as a KVM vCPU
 thread keeps its host CPU while the VMM handles the exit: otherwise a guest that holds a spinlock
@@ -14,6 +21,7 @@ when it is not back by then, a waiter takes the token over.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +32,8 @@ DEFAULT_QUANTUM_NS = 4_000_000
 
 
 class PhysCpu:
+    shared = True  # the vCPUs take turns: more than one means WFE traps (vcpu_set_wfx_traps)
+
     def __init__(self, timers: HostTimers, quantum_ns: int = DEFAULT_QUANTUM_NS) -> None:
         self._lock = threading.Lock()  # held directly on the per-exit paths: no wrapper call
         self._cond = threading.Condition(self._lock)
@@ -35,6 +45,9 @@ class PhysCpu:
         self.quantum_ns = quantum_ns
         self._preempt: Callable[[object], None] = lambda _owner: None
         self.switches = 0
+
+    def traps_wfe(self, nr_vcpus: int) -> bool:
+        return nr_vcpus > 1
 
     def set_preempt(self, preempt: Callable[[object], None]) -> None:
         """How to make the holder give the CPU up (the kick)."""
@@ -104,3 +117,37 @@ class PhysCpu:
                 self._preempt(holder)
 
         self._timers.arm(since + self.quantum_ns, tick)
+
+
+class OwnCpus:
+    """Every vCPU thread runs when the host schedules it, in parallel with the others: nothing
+    to take turns on, no quantum to preempt. ``host_cpus`` is how many CPUs those threads may
+    use; with more vCPUs than that, they share them and WFE traps (as KVM traps it when a vCPU
+    is not alone on its CPU)."""
+
+    shared = False
+    switches = 0
+
+    def __init__(self, host_cpus: int) -> None:
+        self.host_cpus = host_cpus
+
+    def traps_wfe(self, nr_vcpus: int) -> bool:
+        return nr_vcpus > self.host_cpus
+
+    def set_preempt(self, preempt: Callable[[object], None]) -> None:
+        pass
+
+    def acquire(self, owner: object) -> None:
+        pass
+
+    def release(self, owner: object, lease: bool = False) -> None:
+        pass
+
+    def should_yield(self, owner: object) -> bool:
+        return False
+
+    def has_waiters(self) -> bool:
+        return False
+
+    def yield_(self, owner: object) -> None:
+        os.sched_yield()  # a WFE spinner lets a vCPU that shares its CPU run

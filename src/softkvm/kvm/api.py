@@ -18,7 +18,7 @@ from softkvm.hw.clock import HostTimers, counter_now
 from softkvm.hw.core import Core
 from softkvm.hw import native as N
 from softkvm.hw.native import Native
-from softkvm.hw.pcpu import PhysCpu
+from softkvm.hw.pcpu import OwnCpus, PhysCpu
 from softkvm.kvm import arm, irq_line, irqchip, one_reg, uapi
 from softkvm.kvm.arch_timer import ArchTimers
 from softkvm.kvm.coalesced_mmio import CoalescedMmio, CoalescedMmioZone
@@ -82,8 +82,13 @@ class Vm:
         self.native = kvm.native
         self.lock = threading.RLock()
         self.hrtimers = HostTimers()
-        self.pcpu = PhysCpu(self.hrtimers)
+        self.pcpu: PhysCpu | OwnCpus = PhysCpu(self.hrtimers)
         self.pcpu.set_preempt(lambda vcpu: vcpu.core.kick())  # type: ignore[attr-defined]
+        # How many host CPUs the vCPU threads may use, as taskset would restrict them (None:
+        # all of them). Read at the VM's first KVM_RUN: with more than one, and more than one
+        # vCPU, the vCPUs run in parallel when the core can (arm.kvm_vcpu_first_run_init).
+        self.host_cpus: int | None = None
+        self.peers: object = None  # the parallel cores' table of each other (Core.make_peers)
         self.memslots: dict[int, Memslot] = {}
         self.vcpus: list[Vcpu] = []
         self.stats = VmStats()
@@ -209,7 +214,13 @@ class Vm:
 
     def read_stats(self) -> StatsRead:
         """Read the VM's stats fd: any thread, any time, no lock (the counters are ints)."""
-        return read_vm_stats(self.stats, self.pcpu.switches, self.published_mmio.reads)
+        cores = [vcpu.core.state for vcpu in self.vcpus]
+        tlb = sum(state.n_bcast_tlb for state in cores)  # one request each, always carried out
+        return read_vm_stats(self.stats, {
+            "pcpu_switches": self.pcpu.switches, "published_mmio_reads": self.published_mmio.reads,
+            "remote_tlb_flush": tlb, "remote_tlb_flush_requests": tlb,
+            "remote_tb_flush": sum(state.n_bcast_all_code for state in cores),
+            "remote_tb_page_flush": sum(state.n_bcast_pages for state in cores)})
 
     # --- lifetime -----------------------------------------------------------------------------
 

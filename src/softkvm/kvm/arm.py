@@ -9,17 +9,19 @@ kvm-arm-reference.md §8.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from softkvm.arch import sysregs as S
 from softkvm.hw.clock import monotonic_ns
-from softkvm.hw.core import ALL_CODE, CodeBroadcast
+from softkvm.hw.core import ALL_CODE, CodeBroadcast, Core
+from softkvm.hw.pcpu import OwnCpus
 from softkvm.kvm import handle_exit, irqchip, mmio, trace, uapi
 from softkvm.kvm.errors import KvmError
 
 if TYPE_CHECKING:
-    from softkvm.kvm.api import Vcpu
+    from softkvm.kvm.api import Vcpu, Vm
 
 REQ_SLEEP = "SLEEP"
 REQ_VCPU_RESET = "VCPU_RESET"
@@ -83,7 +85,8 @@ def kvm_vcpu_wake_up(vcpu: Vcpu) -> None:
 
 
 def broadcast_flush(vcpu: Vcpu, tlbi: bool, code: CodeBroadcast) -> None:
-    """TLBI ...IS / IC IVAU, IALLUIS seen on ``vcpu``: the others flush before they next run."""
+    """TLBI ...IS / IC IVAU, IALLUIS seen on ``vcpu``: the others flush before they next run.
+    (vCPUs that run in parallel do this in their cores, at the DSB: the shim's broadcast.)"""
     for other in vcpu.vm.vcpus:
         if other is vcpu:
             continue
@@ -189,9 +192,24 @@ def kvm_vcpu_first_run_init(vcpu: Vcpu) -> None:
         if vm.vgic is not None:
             vm.vgic.kvm_vgic_map_resources()  # KvmError as KVM fails the first KVM_RUN
             irqchip.connect_vcpu(vm.vgic, vcpu)
+        if not vm.has_run:
+            _choose_host_cpus(vm)
         vm.has_run = True
         vm.timers.enable(vcpu)
     vcpu.has_run_once = True
+
+
+def _choose_host_cpus(vm: Vm) -> None:
+    """At the VM's first KVM_RUN (its vCPUs are all created, none has run): with several
+    vCPUs and host CPUs, every vCPU runs on its own when every core can translate for it."""
+    host_cpus = vm.host_cpus or len(os.sched_getaffinity(0))  # what taskset left us
+    cores = [v.core for v in vm.vcpus]
+    if host_cpus > 1 and len(cores) > 1 and all(core.set_parallel(True) for core in cores):
+        vm.pcpu = OwnCpus(host_cpus)
+        vm.peers = Core.make_peers(cores)
+    else:
+        for core in cores:
+            core.set_parallel(False)
 
 
 def _return_intr(vcpu: Vcpu) -> None:
@@ -232,11 +250,12 @@ def kvm_arch_vcpu_ioctl_run(vcpu: Vcpu) -> object:
 def vcpu_load(vcpu: Vcpu) -> None:
     """kvm_arch_vcpu_load: the vGIC's VMCR/APRs first, then the timers (which ask the vGIC).
 
-    WFE traps unless the vCPU is the only task of its physical CPU (vcpu_set_wfx_traps): every
-    vCPU of a VM shares the one PhysCpu, so with a second vCPU a WFE spin loop exits and hands
+    WFE traps unless the vCPU is the only task of its physical CPU (vcpu_set_wfx_traps): when
+    the vCPUs share one PhysCpu (or outnumber the host CPUs), a WFE spin loop exits and hands
     the CPU to the vCPU it waits for."""
-    vcpu.vm.pcpu.acquire(vcpu)
-    vcpu.core.set_hcr_traps(S.HCR_TWE, len(vcpu.vm.vcpus) > 1)
+    pcpu = vcpu.vm.pcpu
+    pcpu.acquire(vcpu)
+    vcpu.core.set_hcr_traps(S.HCR_TWE, pcpu.traps_wfe(len(vcpu.vm.vcpus)))
     vgic = vcpu.vm.vgic
     if vgic is not None:
         vgic.kvm_vgic_load(vcpu.vcpu_id)

@@ -8,8 +8,9 @@ it sees every write in guest order. Reads never coalesce.
 
 softkvm's core build appends in the core itself (``UC_CTL_COALESCED_MMIO``), so such a write
 costs no exit at all; on a stock core it exits to the kernel, which appends it here
-(``io_mem_abort``) and counts it in ``mmio_exit_kernel``, as KVM does. Either way only one vCPU
-produces at a time: all of them share the one physical CPU.
+(``io_mem_abort``) and counts it in ``mmio_exit_kernel``, as KVM does. vCPUs that run in parallel
+(softkvm's core) append under the ring's producer lock, in the core; on a stock core the vCPUs
+take turns on one physical CPU, so only one of them appends at a time.
 """
 
 from __future__ import annotations

@@ -141,10 +141,11 @@ def read_vcpu_stats(stats: VcpuStats, core: dict[str, int],
                          for ec, n in sorted(reflected.items())})
 
 
-def read_vm_stats(stats: VmStats, pcpu_switches: int, published_mmio_reads: int) -> StatsRead:
-    """Copy the counters, with the two kept elsewhere (the physical CPU's, the cores')."""
-    kept = {"pcpu_switches": pcpu_switches, "published_mmio_reads": published_mmio_reads}
-    return StatsRead(kvm={name: getattr(stats, name) for name in KVM_VM_STATS},
-                     softkvm={name: kept[name] if name in kept else getattr(stats, name)
-                              for name in SOFTKVM_VM_STATS},
+def read_vm_stats(stats: VmStats, elsewhere: dict[str, int]) -> StatsRead:
+    """Copy the counters, adding the counts kept elsewhere (the physical CPUs', the cores'):
+    vCPUs that run in parallel broadcast their TLB and code maintenance in their cores."""
+    def value(name: str) -> int:
+        return getattr(stats, name, 0) + elsewhere.get(name, 0)
+    return StatsRead(kvm={name: value(name) for name in KVM_VM_STATS},
+                     softkvm={name: value(name) for name in SOFTKVM_VM_STATS},
                      exits_by_reason={}, reflected_by_ec={})

@@ -47,7 +47,22 @@ enum skvm_sysreg_policy {
 typedef int (*skvm_py_sysreg_cb)(void *vcpu, uint32_t encoding, uint32_t is_write, uint64_t wval,
                                  uint64_t *rval);
 
+/* softkvm's core: UC_CTL_PARALLEL and UC_CTL_INVALIDATE_PHYS (numbered after
+ * UC_CTL_CONTEXT_MODE, as hw/core.py numbers them), the events of its callback, and the kick
+ * word's bits: bit 0 stops the core, bit 1 makes it take work other vCPUs posted. */
+#define SKVM_CTL_INVALIDATE_PHYS (UC_CTL_CONTEXT_MODE + 7)
+#define SKVM_PARALLEL_DSB 0
+#define SKVM_PARALLEL_KICK 1
+#define SKVM_KICK_STOP 1
+#define SKVM_KICK_WORK 2
+/* What a vCPU is asked to drop (struct skvm_vcpu's rbits). */
+#define SKVM_R_TLB 1u
+#define SKVM_R_ALL_CODE 2u
+
 struct skvm_api {
+    uc_err (*emu_start)(uc_engine *uc, uint64_t begin, uint64_t until, uint64_t timeout,
+                        size_t count);
+    uc_err (*ctl)(uc_engine *uc, uc_control_type control, ...);
     uc_err (*emu_stop)(uc_engine *uc);
     uc_err (*reg_read)(uc_engine *uc, int regid, void *value);
     uc_err (*reg_write)(uc_engine *uc, int regid, const void *value);
@@ -80,6 +95,7 @@ struct skvm_vcpu {
     uint32_t pending_tlbi_is; /* TLBI ...IS seen this slice: flush the other vCPUs' TLBs */
     uint32_t pending_ic;      /* IC IVAU pages seen this slice (ic_va/ic_pa), or SKVM_IC_ALL */
     uint32_t exc_offset;      /* offset of env->exception in a saved context (calibrated) */
+    volatile int32_t dsb_stop; /* a broadcast op is outstanding: a parallel core stops after its DSB */
 
     /* Generic timer, live while the vCPU is loaded: [0] = virtual (CNTV), [1] = physical (CNTP). */
     struct skvm_timer timer[2];
@@ -100,6 +116,22 @@ struct skvm_vcpu {
     skvm_py_sysreg_cb py_cb;
     void *py_cookie;
     uint8_t policy[65536];
+
+    /* vCPUs in parallel (remote maintenance, below). */
+    uc_engine *uc;
+    struct skvm_vcpu **peers; /* every vCPU of the VM, this one included */
+    uint32_t npeers;
+    volatile int32_t in_core;  /* inside uc_emu_start */
+    volatile int32_t rlock;    /* guards rbits, rnpages, rpages, rreq */
+    uint32_t rbits;            /* SKVM_R_*: what others asked this vCPU to drop */
+    uint32_t rnpages;
+    uint32_t remote_tb_flush;  /* drop every translation at the coming stop (Python does) */
+    uint64_t rpages[SKVM_IC_PAGES];
+    volatile uint64_t rreq;    /* requests posted to this vCPU so far */
+    volatile uint64_t rack;    /* ... and taken */
+    uint64_t n_bcast_tlb;      /* broadcasts this vCPU made: TLBI ...IS */
+    uint64_t n_bcast_all_code; /* IC IALLUIS, or more pages than a request holds */
+    uint64_t n_bcast_pages;    /* IC IVAU pages */
 };
 
 size_t skvm_vcpu_size(void) { return sizeof(struct skvm_vcpu); }
@@ -275,7 +307,9 @@ static void record_ivau(struct skvm_vcpu *v, uc_engine *uc, uint64_t va)
 }
 
 /* SYS (op0 = 1): the core performs every maintenance op locally; broadcast ones are recorded so
- * the other vCPUs are flushed before any of them runs again (only one vCPU runs at a time). */
+ * the other vCPUs are flushed before any of them runs again. While the vCPUs take turns that is
+ * whenever this slice ends; while they run in parallel the core ends the slice after the DSB that
+ * completes the ops (UC_CTL_PARALLEL), and the others are flushed and waited for there. */
 static uint32_t sys_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *cp, void *user)
 {
     struct skvm_vcpu *v = user;
@@ -286,14 +320,157 @@ static uint32_t sys_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
         record_ivau(v, uc, cp->val);
     else if (cp->crn == 7 && cp->crm == 1 && cp->op2 == 0) /* IC IALLUIS */
         v->pending_ic = SKVM_IC_ALL;
+    else
+        return 0;
+    v->dsb_stop = 1;
     return 0;
+}
+
+/* --- vCPUs in parallel ----------------------------------------------------------------------
+ *
+ * With UC_CTL_PARALLEL every vCPU's core runs on its own thread. A broadcast TLBI or IC IVAU on
+ * one must reach the others before its DSB completes, as kvm_flush_remote_tlbs does with a
+ * KVM_REQUEST_WAIT request: the DSB posts the work to every other vCPU, kicks it with
+ * SKVM_KICK_WORK, and waits until each has taken it or is outside its core (it then takes it
+ * before it enters again). A vCPU takes posted work on its own thread, at a block start, where
+ * flushing its own TLB and translations is safe; while waiting, a vCPU takes the work posted to
+ * it, so two vCPUs that broadcast at once do not wait for each other forever. */
+
+#if defined(__i386__) || defined(__x86_64__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
+
+static void spin_lock(volatile int32_t *lock)
+{
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED))
+            cpu_relax();
+}
+
+static void spin_unlock(volatile int32_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
+
+/* Drop what other vCPUs asked for. ``running``: called from inside the core, where dropping every
+ * translation is not safe: that is left to Python, at a stop asked for here. */
+static void take_remote(struct skvm_vcpu *v, int running)
+{
+    uint64_t pages[SKVM_IC_PAGES], req;
+    uint32_t bits, n;
+    if (__atomic_load_n(&v->rreq, __ATOMIC_SEQ_CST) == v->rack)
+        return;
+    spin_lock(&v->rlock);
+    req = v->rreq;
+    bits = v->rbits;
+    n = v->rnpages;
+    memcpy(pages, v->rpages, n * sizeof(pages[0]));
+    v->rbits = v->rnpages = 0;
+    spin_unlock(&v->rlock);
+    if (bits & SKVM_R_TLB)
+        v->api->ctl(v->uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
+    if ((bits & SKVM_R_ALL_CODE) && running) {
+        v->remote_tb_flush = 1;
+        __atomic_fetch_or(&v->kick, SKVM_KICK_STOP, __ATOMIC_SEQ_CST);
+    } else if (bits & SKVM_R_ALL_CODE) {
+        v->api->ctl(v->uc, UC_CTL_WRITE(UC_CTL_TB_FLUSH, 0));
+    } else {
+        for (uint32_t i = 0; i < n; i++)
+            v->api->ctl(v->uc, UC_CTL_WRITE(SKVM_CTL_INVALIDATE_PHYS, 2), pages[i],
+                        (uint64_t)0x1000);
+    }
+    __atomic_store_n(&v->rack, req, __ATOMIC_RELEASE);
+}
+
+static void post_remote(struct skvm_vcpu *p, uint32_t bits, const uint64_t *pages, uint32_t n,
+                        uint64_t *ticket)
+{
+    spin_lock(&p->rlock);
+    p->rbits |= bits;
+    for (uint32_t i = 0; i < n && !(p->rbits & SKVM_R_ALL_CODE); i++) {
+        uint32_t j = 0;
+        while (j < p->rnpages && p->rpages[j] != pages[i])
+            j++;
+        if (j < p->rnpages)
+            continue;
+        if (p->rnpages == SKVM_IC_PAGES)
+            p->rbits |= SKVM_R_ALL_CODE;
+        else
+            p->rpages[p->rnpages++] = pages[i];
+    }
+    *ticket = ++p->rreq;
+    spin_unlock(&p->rlock);
+    __atomic_fetch_or(&p->kick, SKVM_KICK_WORK, __ATOMIC_SEQ_CST);
+}
+
+/* Send this vCPU's recorded broadcast ops to the others and wait until none can run on what they
+ * dropped. */
+void skvm_broadcast(struct skvm_vcpu *v)
+{
+    uint32_t bits = v->pending_tlbi_is ? SKVM_R_TLB : 0, n = 0;
+    uint64_t tickets[v->npeers ? v->npeers : 1];
+    if (v->pending_ic == SKVM_IC_ALL)
+        bits |= SKVM_R_ALL_CODE;
+    else
+        n = v->pending_ic;
+    v->pending_tlbi_is = v->pending_ic = 0;
+    if (!bits && !n)
+        return;
+    v->n_bcast_tlb += (bits & SKVM_R_TLB) != 0;
+    v->n_bcast_all_code += (bits & SKVM_R_ALL_CODE) != 0;
+    v->n_bcast_pages += n;
+    for (uint32_t i = 0; i < v->npeers; i++)
+        if (v->peers[i] != v)
+            post_remote(v->peers[i], bits, v->ic_pa, n, &tickets[i]);
+    for (uint32_t i = 0; i < v->npeers; i++) {
+        struct skvm_vcpu *p = v->peers[i];
+        if (p == v)
+            continue;
+        while (__atomic_load_n(&p->rack, __ATOMIC_ACQUIRE) < tickets[i] &&
+               __atomic_load_n(&p->in_core, __ATOMIC_SEQ_CST)) {
+            take_remote(v, 1);
+            cpu_relax();
+        }
+    }
+}
+
+static void parallel_cb(uc_engine *uc, int event, void *user)
+{
+    struct skvm_vcpu *v = user;
+    (void)uc;
+    if (event == SKVM_PARALLEL_DSB)
+        skvm_broadcast(v);
+    else
+        take_remote(v, 1);
+}
+
+/* uc_emu_start, inside the in_core window the broadcasts look at. */
+uc_err skvm_emu_start(struct skvm_vcpu *v, uint64_t begin)
+{
+    uc_err err;
+    __atomic_store_n(&v->in_core, 1, __ATOMIC_SEQ_CST);
+    take_remote(v, 0);
+    err = v->api->emu_start(v->uc, begin, 0, 0, 0);
+    __atomic_store_n(&v->in_core, 0, __ATOMIC_SEQ_CST);
+    return err;
+}
+
+void skvm_kick(struct skvm_vcpu *v) { __atomic_fetch_or(&v->kick, SKVM_KICK_STOP, __ATOMIC_SEQ_CST); }
+
+/* Consume a pending stop (bit 0) and leave posted work alone: 1 if there was one. */
+int skvm_take_kick(struct skvm_vcpu *v)
+{
+    return __atomic_fetch_and(&v->kick, ~SKVM_KICK_STOP, __ATOMIC_SEQ_CST) & SKVM_KICK_STOP;
 }
 
 /* --- set-up ------------------------------------------------------------------------------ */
 
 void skvm_set_api(struct skvm_api *api, void *emu_stop, void *reg_read, void *reg_write,
-                  void *context_save, void *vmem_translate)
+                  void *context_save, void *vmem_translate, void *emu_start, void *ctl)
 {
+    api->emu_start = (uc_err(*)(uc_engine *, uint64_t, uint64_t, uint64_t, size_t))emu_start;
+    api->ctl = (uc_err(*)(uc_engine *, uc_control_type, ...))ctl;
     api->emu_stop = (uc_err(*)(uc_engine *))emu_stop;
     api->reg_read = (uc_err(*)(uc_engine *, int, void *))reg_read;
     api->reg_write = (uc_err(*)(uc_engine *, int, const void *))reg_write;
@@ -307,6 +484,7 @@ void *skvm_unmapped_cb(void) { return (void *)unmapped_cb; }
 void *skvm_mrs_cb(void) { return (void *)mrs_cb; }
 void *skvm_msr_cb(void) { return (void *)msr_cb; }
 void *skvm_sys_cb(void) { return (void *)sys_cb; }
+void *skvm_parallel_cb(void) { return (void *)parallel_cb; }
 
 /* Importable as a module too, so the package build treats it as an ordinary extension. */
 static struct PyModuleDef shim_module = {
