@@ -420,3 +420,29 @@ def test_another_vcpus_lock_use_folds_parked_lrs_first():
     assert vgic.cpus[0].parked_gen is not None
     vgic.kvm_vgic_flush_hwstate(1)                   # vCPU 1 enters: vCPU 0's LRs fold
     assert vgic.cpus[0].parked_gen is None and vgic.get_irq(0, 40).pending_latch
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_active_state_accesses_fold_the_lrs_of_vcpus_running_in_parallel(model):
+    """vCPU 1 runs (its LRs live) and has acknowledged SPI 40: vCPU 0 reads ISACTIVER and sees
+    it active, then clears it through ICACTIVER, and vCPU 1's refilled LRs no longer hold it
+    active (KVM halts the guest around such accesses); vCPU 1 is kicked to re-drive its line."""
+    vgic, vm = make_vgic(model, 2)
+    vm.ran = True
+    guest_enable(vgic, 0)
+    guest_enable(vgic, 1)
+    enable_spi(vgic, 40)
+    route = (G.GICD_ITARGETSR + 40, 1, 1 << 1) if vgic.is_v2 else (G.GICD_IROUTER + 8 * 40, 8, 1)
+    vgic.dist_mmio_write(0, route[0], route[1], route[2])
+    vgic.kvm_vgic_inject_irq(None, 40, True, None)
+    vgic.kvm_vgic_flush_hwstate(1)
+    assert iar(vgic, 1) == 40 and vgic.cpus[1].live
+    kicks = vm.kicks()[1]
+    bit = 1 << (40 - 32)
+    assert vgic.dist_mmio_read(0, G.GICD_ISACTIVER + 4, 4) == bit
+    assert vgic.cpus[1].live and vm.kicks()[1] > kicks
+    vif = vgic.vcpu_if(1)
+    assert lr_fields(vif)[0] == (40, G.LR_STATE_ACTIVE)
+    vgic.dist_mmio_write(0, G.GICD_ICACTIVER + 4, 4, bit)
+    assert not vgic.get_irq(0, 40).active
+    assert all(state == 0 for _intid, state in lr_fields(vif))

@@ -8,8 +8,9 @@ themselves live in vgic_mmio_v2/v3.py and vgic_sys_reg_v3.py.
 In-slice accesses: the emulated core serves the guest's GICD/GICR/ICC_SGI accesses without an
 exit, while its list registers are live. KVM would have exited and folded them first; so does
 this model (fold, emulate, flush again, ``on_change``) for the accessing vCPU. The other vCPUs'
-LRs are folded already, because one vCPU at a time runs between flush and sync (the physical
-CPU token), which stands in for KVM halting the guest around ISACTIVER/ICACTIVER accesses.
+LRs are folded already when the vCPUs take turns (one at a time runs between flush and sync).
+When they run in parallel, an access to the active state does what KVM's halting of the guest
+does (``halted_guest``): the other vCPUs' live LRs are folded first and refilled after.
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ class VgicGuestAccess:
                 if live and cpu is not None:
                     self.kvm_vgic_flush_hwstate(vcpu_id)
                     cpu.vif.notify()
+
+    @contextmanager
+    def halted_guest(self: Vgic, intid: int) -> Iterator[None]:
+        """kvm_arm_halt_guest/kvm_arm_resume_guest around an access to active state, when
+        vgic_access_active_prepare asks for it (a GICv3 VM, or a shared interrupt): the live list
+        registers of vCPUs running in parallel are folded first, so that the access sees and
+        changes what they hold, and refilled after; each is kicked to re-drive its IRQ line from
+        its own thread. LRs change only under this lock, so folding them here is exact."""
+        if self.is_v2 and intid < G.NR_PRIVATE_IRQS:
+            yield
+            return
+        with self.lock:
+            halted = [cpu.vcpu_id for cpu in self.cpus if cpu.live]
+            for vcpu_id in halted:
+                self.kvm_vgic_sync_hwstate(vcpu_id)
+            try:
+                yield
+            finally:
+                for vcpu_id in halted:
+                    self.kvm_vgic_flush_hwstate(vcpu_id)
+                    self.lock.defer_kick(vcpu_id)
 
     def dist_mmio_read(self: Vgic, vcpu_id: int, offset: int, size: int) -> int:
         """A guest read of the distributor frame by ``vcpu_id`` (banked registers are its)."""

@@ -326,7 +326,8 @@ def uaccess_write_cpending(dist: Vgic, vcpu: int, intid: int, size: int, value: 
 
 
 def read_active(dist: Vgic, vcpu: int, intid: int, size: int) -> int:
-    return _read_bits(dist, vcpu, intid, size, lambda irq: irq.active)
+    with dist.halted_guest(intid):
+        return _read_bits(dist, vcpu, intid, size, lambda irq: irq.active)
 
 
 def _change_active(dist: Vgic, requester: int | None, irq: VgicIrq, active: bool) -> None:
@@ -344,13 +345,15 @@ def _change_active(dist: Vgic, requester: int | None, irq: VgicIrq, active: bool
 
 
 def write_sactive(dist: Vgic, vcpu: int, intid: int, size: int, value: int) -> None:
-    for _, irq in _set_bits(dist, vcpu, intid, size, value):
-        _change_active(dist, vcpu, irq, True)
+    with dist.halted_guest(intid):
+        for _, irq in _set_bits(dist, vcpu, intid, size, value):
+            _change_active(dist, vcpu, irq, True)
 
 
 def write_cactive(dist: Vgic, vcpu: int, intid: int, size: int, value: int) -> None:
-    for _, irq in _set_bits(dist, vcpu, intid, size, value):
-        _change_active(dist, vcpu, irq, False)
+    with dist.halted_guest(intid):
+        for _, irq in _set_bits(dist, vcpu, intid, size, value):
+            _change_active(dist, vcpu, irq, False)
 
 
 def uaccess_write_sactive(dist: Vgic, vcpu: int, intid: int, size: int, value: int) -> int:
