@@ -148,6 +148,7 @@ class Core:
         self.state.uc = uc._uch
         self._state_p = ctypes.addressof(self.state)
         self._shim = native.shim
+        self.raw.start_through(native.shim, self._state_p)
         self._hooks: list[int] = []
         self._ctx = uc.context_save()
         self.state.ctx = ctypes.cast(self._ctx.context, ctypes.c_void_p).value
@@ -281,7 +282,7 @@ class Core:
         st, raw = self.state, self.raw
         while True:
             st.exit_kind = N.EXIT_NONE
-            err = raw.emu_start_via(self._shim.skvm_emu_start, self._state_p, raw.read(REG_PC))
+            err = raw.emu_start_shim(raw.read(REG_PC))
             self.stats.slices += 1
             if st.pending_tlbi_is or st.pending_ic:
                 self._broadcast()

@@ -269,7 +269,7 @@ class RawUc:
 
     __slots__ = ("uch", "_lib", "_u64", "_u64p", "_cp", "_cpp", "_start", "_rr", "_rw",
                  "_vread", "_vtranslate", "_word", "_wordp", "_va", "_four", "_begin",
-                 "_zero64", "_zero", "_pc", "_running")
+                 "_zero64", "_zero", "_pc", "_running", "_shim_start", "_state")
 
     def __init__(self, uc: unicorn.Uc, uclib: ctypes.CDLL) -> None:
         self.uch = uc._uch
@@ -300,6 +300,8 @@ class RawUc:
         # every exit's "PC += 4" is then followed by a run that needs no PC read.
         self._pc: int | None = None
         self._running = False
+        self._shim_start: Callable[..., int] | None = None
+        self._state = ctypes.c_void_p()
 
     def emu_start(self, begin: int) -> int:
         """Run from ``begin`` until stopped; returns the uc_err code (0 = stopped cleanly)."""
@@ -309,11 +311,19 @@ class RawUc:
         self._pc, self._running = None, False
         return err
 
-    def emu_start_via(self, start: Callable[[int, int], int], state: int, begin: int) -> int:
-        """emu_start through the shim's ``start(state, begin)``, which also tells the other
-        vCPUs whether this one is inside its core (for their broadcasts)."""
+    def start_through(self, shim: ctypes.CDLL, state: int) -> None:
+        """Make ``emu_start_shim`` go through the shim's skvm_emu_start for vCPU ``state``
+        (unprototyped, as the calls above)."""
+        self._shim_start = ctypes.CDLL(shim._name, handle=shim._handle).skvm_emu_start
+        self._state.value = state
+
+    def emu_start_shim(self, begin: int) -> int:
+        """emu_start through the shim, which also tells the other vCPUs whether this one is
+        inside its core (for their broadcasts)."""
+        assert self._shim_start is not None, "start_through() first"
+        self._begin.value = begin & 0xFFFFFFFFFFFFFFFF
         self._pc, self._running = None, True
-        err = start(state, begin & 0xFFFFFFFFFFFFFFFF)
+        err = self._shim_start(self._state, self._begin)
         self._pc, self._running = None, False
         return err
 
