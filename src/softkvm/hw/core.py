@@ -220,8 +220,9 @@ class Core:
         """Translate for running beside the VM's other cores (host atomics and barriers);
         False when the core cannot, and the vCPUs must then take turns. Set before the first
         run."""
-        # The core stops after a DSB that completes a broadcast op the shim recorded (dsb_stop).
-        flag = ctypes.c_void_p(self._state_p + N.SkvmVcpu.dsb_stop.offset)
+        # At a DSB that completes a broadcast op the shim recorded (dsb_pending), the core calls the
+        # shim back, which sends the op to the other vCPUs and waits for them.
+        flag = ctypes.c_void_p(self._state_p + N.SkvmVcpu.dsb_pending.offset)
         callback = ctypes.c_void_p(self._shim.skvm_parallel_cb())
         if not self._ctl(_CTL_PARALLEL_WRITE, ctypes.c_int(int(on)), flag if on else None,
                          callback, ctypes.c_void_p(self._state_p)):
@@ -282,7 +283,7 @@ class Core:
         st, raw = self.state, self.raw
         while True:
             st.exit_kind = N.EXIT_NONE
-            err = raw.emu_start_shim(raw.read(REG_PC))
+            err = raw.emu_start(raw.read(REG_PC))
             self.stats.slices += 1
             if st.pending_tlbi_is or st.pending_ic:
                 self._broadcast()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -90,7 +89,7 @@ class SkvmVcpu(ctypes.Structure):
         ("pending_tlbi_is", ctypes.c_uint32),
         ("pending_ic", ctypes.c_uint32),
         ("exc_offset", ctypes.c_uint32),
-        ("dsb_stop", ctypes.c_int32),
+        ("dsb_pending", ctypes.c_int32),
         ("timer", SkvmTimer * 2),
         ("cntvoff", ctypes.c_uint64),
         ("timer_writes", ctypes.c_uint64),
@@ -225,7 +224,6 @@ class Native:
         for name in ("skvm_block_cb", "skvm_intr_cb", "skvm_unmapped_cb", "skvm_mrs_cb",
                      "skvm_msr_cb", "skvm_sys_cb", "skvm_parallel_cb"):
             getattr(shim, name).restype = ctypes.c_void_p
-        shim.skvm_emu_start.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         for name in ("skvm_kick", "skvm_take_kick", "skvm_broadcast"):
             getattr(shim, name).argtypes = [ctypes.c_void_p]
         shim.skvm_counter_now.restype = ctypes.c_uint64
@@ -269,7 +267,7 @@ class RawUc:
 
     __slots__ = ("uch", "_lib", "_u64", "_u64p", "_cp", "_cpp", "_start", "_rr", "_rw",
                  "_vread", "_vtranslate", "_word", "_wordp", "_va", "_four", "_begin",
-                 "_zero64", "_zero", "_pc", "_running", "_shim_start", "_state")
+                 "_zero64", "_zero", "_pc", "_running", "_start_args", "_state")
 
     def __init__(self, uc: unicorn.Uc, uclib: ctypes.CDLL) -> None:
         self.uch = uc._uch
@@ -300,32 +298,25 @@ class RawUc:
         # every exit's "PC += 4" is then followed by a run that needs no PC read.
         self._pc: int | None = None
         self._running = False
-        self._shim_start: Callable[..., int] | None = None
         self._state = ctypes.c_void_p()
+        self._start_args: tuple[object, ...] = (self.uch, self._begin, self._zero64,
+                                                self._zero64, self._zero)
 
     def emu_start(self, begin: int) -> int:
         """Run from ``begin`` until stopped; returns the uc_err code (0 = stopped cleanly)."""
         self._begin.value = begin & 0xFFFFFFFFFFFFFFFF
         self._pc, self._running = None, True   # hooks may read and write the PC meanwhile
-        err = self._start(self.uch, self._begin, self._zero64, self._zero64, self._zero)
+        err = self._start(*self._start_args)
         self._pc, self._running = None, False
         return err
 
     def start_through(self, shim: ctypes.CDLL, state: int) -> None:
-        """Make ``emu_start_shim`` go through the shim's skvm_emu_start for vCPU ``state``
-        (unprototyped, as the calls above)."""
-        self._shim_start = ctypes.CDLL(shim._name, handle=shim._handle).skvm_emu_start
+        """From now on ``emu_start`` enters through the shim's skvm_emu_start for vCPU
+        ``state`` (unprototyped, as the calls above), which also tells the other vCPUs whether
+        this one is inside its core (for their broadcasts)."""
+        self._start = ctypes.CDLL(shim._name, handle=shim._handle).skvm_emu_start
         self._state.value = state
-
-    def emu_start_shim(self, begin: int) -> int:
-        """emu_start through the shim, which also tells the other vCPUs whether this one is
-        inside its core (for their broadcasts)."""
-        assert self._shim_start is not None, "start_through() first"
-        self._begin.value = begin & 0xFFFFFFFFFFFFFFFF
-        self._pc, self._running = None, True
-        err = self._shim_start(self._state, self._begin)
-        self._pc, self._running = None, False
-        return err
+        self._start_args = (self._state, self._begin)
 
     def pc_known(self, pc: int) -> None:
         """The core reported that its PC is ``pc`` (the faulting instruction of an exit)."""

@@ -32,8 +32,6 @@ DEFAULT_QUANTUM_NS = 4_000_000
 
 
 class PhysCpu:
-    shared = True  # the vCPUs take turns: more than one means WFE traps (vcpu_set_wfx_traps)
-
     def __init__(self, timers: HostTimers, quantum_ns: int = DEFAULT_QUANTUM_NS) -> None:
         self._lock = threading.Lock()  # held directly on the per-exit paths: no wrapper call
         self._cond = threading.Condition(self._lock)
@@ -125,7 +123,6 @@ class OwnCpus:
     use; with more vCPUs than that, they share them and WFE traps (as KVM traps it when a vCPU
     is not alone on its CPU)."""
 
-    shared = False
     switches = 0
 
     def __init__(self, host_cpus: int) -> None:

@@ -78,7 +78,8 @@ class VcpuStats:
     wfe_exit_stat: int = 0
     wfi_exit_stat: int = 0
     mmio_exit_user: int = 0         # DABT handed to the VMM (KVM_EXIT_MMIO)
-    mmio_exit_kernel: int = 0       # DABT served in the kernel: vGIC, coalesced ring (stock core)
+    mmio_exit_kernel: int = 0       # DABT served in the kernel: vGIC; on a stock core also the
+    #                                 coalesced ring and published registers
     signal_exits: int = 0           # KVM_EXIT_INTR because of a signal (Vcpu.interrupt)
     exits: int = 0                  # every trip out of the guest
     # --- softkvm's own

@@ -95,7 +95,9 @@ struct skvm_vcpu {
     uint32_t pending_tlbi_is; /* TLBI ...IS seen this slice: flush the other vCPUs' TLBs */
     uint32_t pending_ic;      /* IC IVAU pages seen this slice (ic_va/ic_pa), or SKVM_IC_ALL */
     uint32_t exc_offset;      /* offset of env->exception in a saved context (calibrated) */
-    volatile int32_t dsb_stop; /* a broadcast op is outstanding: a parallel core stops after its DSB */
+    /* A broadcast op is outstanding: a parallel core calls back at its next DSB (the flag of
+     * UC_CTL_PARALLEL). */
+    volatile int32_t dsb_pending;
 
     /* Generic timer, live while the vCPU is loaded: [0] = virtual (CNTV), [1] = physical (CNTP). */
     struct skvm_timer timer[2];
@@ -322,7 +324,7 @@ static uint32_t sys_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
         v->pending_ic = SKVM_IC_ALL;
     else
         return 0;
-    v->dsb_stop = 1;
+    v->dsb_pending = 1;
     return 0;
 }
 
@@ -456,7 +458,10 @@ uc_err skvm_emu_start(struct skvm_vcpu *v, uint64_t begin)
     return err;
 }
 
-void skvm_kick(struct skvm_vcpu *v) { __atomic_fetch_or(&v->kick, SKVM_KICK_STOP, __ATOMIC_SEQ_CST); }
+void skvm_kick(struct skvm_vcpu *v)
+{
+    __atomic_fetch_or(&v->kick, SKVM_KICK_STOP, __ATOMIC_SEQ_CST);
+}
 
 /* Consume a pending stop (bit 0) and leave posted work alone: 1 if there was one. */
 int skvm_take_kick(struct skvm_vcpu *v)
