@@ -125,6 +125,7 @@ def test_fiq_line_is_taken_through_the_fiq_vector(guest):
 TCR_39BIT = 25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23
 BLOCK = 1 << 10 | 3 << 8 | 1  # AF, inner shareable, MAIR attr 0, 1 GiB block
 XN = 1 << 53 | 1 << 54
+PAGE = 1 << 10 | 3 << 8 | 3  # AF, inner shareable, MAIR attr 0, 4 KiB page descriptor
 SLOTS = {1: RAM_BASE | BLOCK, 2: RAM_BASE | BLOCK | XN, 3: RAM_BASE | BLOCK}
 
 
@@ -185,6 +186,86 @@ def test_ic_ivau_through_a_data_alias_drops_just_that_page_on_the_other_vcpus(ho
         assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
         assert (b.core.get_x(20), b.core.get_x(21)) == (2, 5)
         assert b.core.raw.cpr_read(*S.SCTLR_EL1) & S.SCTLR_M  # its MMU is back on
+    finally:
+        vm.close()
+
+
+def _pages_table(vm, ram, l1: int, pages: dict[int, int]) -> None:
+    """L1 at ``l1``: slot 1 maps RAM at its own address (1 GiB block); slot 2 goes through an L2
+    and an L3 table (the next two pages) to 4 KiB pages, page i of slot 2 -> ``pages[i]``."""
+    l2, l3 = l1 + 0x1000, l1 + 0x2000
+    entries = {l1 + 8: SLOTS[1], l1 + 16: l2 | 3, l2: l3 | 3}
+    entries.update({l3 + 8 * i: pa | PAGE for i, pa in pages.items()})
+    for at, value in entries.items():
+        ram[at - RAM_BASE: at - RAM_BASE + 8] = value.to_bytes(8, "little")
+    vm.notify_memory_written()
+
+
+def test_tlbi_vae1_drops_only_that_page(guest):
+    """The core's TLB works in the guest's 4 KiB pages: a TLBI by VA drops that page alone. (With
+    Unicorn's default 1 KiB target page every guest page was a "large page", and any TLBI by VA
+    emptied the TLB.)"""
+    vm, vcpu, ram = guest
+    l1, p_va, q_va = RAM_BASE + 0xA0000, 2 << 30, (2 << 30) + 0x1000
+    old_q, new_q = RAM_BASE + 0xB0000, RAM_BASE + 0xB1000
+    ram[old_q - RAM_BASE: old_q - RAM_BASE + 8] = (33).to_bytes(8, "little")
+    ram[new_q - RAM_BASE: new_q - RAM_BASE + 8] = (44).to_bytes(8, "little")
+    _pages_table(vm, ram, l1, {0: old_q, 1: old_q})
+    reader, flush = CODE + 0x800, {p_va: CODE + 0x1000, q_va: CODE + 0x1800}
+    load(vm, ram, CODE, _mmu_on(l1) + f"ldr x9, ={reader}\n br x9")
+    load(vm, ram, reader, f"ldr x1, ={q_va}\n ldr x21, [x1]\n" + POWER_OFF)
+    for va, at in flush.items():
+        load(vm, ram, at, f"ldr x1, ={va >> 12}\n tlbi vae1, x1\n dsb nsh\n isb\n"
+             f"ldr x9, ={reader}\n br x9")
+    start_at(vcpu, CODE)
+    assert vcpu.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT and vcpu.core.get_x(21) == 33
+    q_pte = l1 + 0x2000 + 8  # changed behind the TLB's back, then P's translation dropped
+    ram[q_pte - RAM_BASE: q_pte - RAM_BASE + 8] = (new_q | PAGE).to_bytes(8, "little")
+    for va, value in ((p_va, 33), (q_va, 44)):
+        vcpu.power_off = False
+        start_at(vcpu, flush[va])
+        assert vcpu.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert vcpu.core.get_x(21) == value
+
+
+@pytest.mark.parametrize("host_cpus", [1, 2])
+def test_tlbi_vae1is_drops_that_page_from_the_other_vcpus_tlbs(host_cpus):
+    """A's TLBI VAE1IS reaches B's TLB before A's DSB completes. Running in parallel, B replays
+    it and drops that page only; taking turns, B flushes its whole TLB before it next runs."""
+    vm, vcpus, ram = make_vm(2, host_cpus=host_cpus)
+    try:
+        a, b = vcpus
+        l1, p_va, q_va = RAM_BASE + 0xA0000, 2 << 30, (2 << 30) + 0x1000
+        old_p, new_p, old_q, new_q = (RAM_BASE + 0xB0000 + 0x1000 * i for i in range(4))
+        for pa, value in ((old_p, 11), (new_p, 22), (old_q, 33), (new_q, 44)):
+            ram[pa - RAM_BASE: pa - RAM_BASE + 8] = value.to_bytes(8, "little")
+        _pages_table(vm, ram, l1, {0: old_p, 1: old_q})
+        reader = CODE + 0x800  # entered again later with the MMU on, its TLB as it was left
+        load(vm, ram, CODE, _mmu_on(l1) + f"ldr x9, ={reader}\n br x9")
+        load(vm, ram, reader, f"ldr x1, ={p_va}\n ldr x20, [x1]\n ldr x1, ={q_va}\n"
+             "ldr x21, [x1]\n" + POWER_OFF)
+        writer, l3 = CODE + 0x1000, l1 + 0x2000
+        load(vm, ram, writer, f"ldr x1, ={l3}\n ldr x2, ={new_p | PAGE}\n str x2, [x1]\n"
+             f"ldr x2, ={new_q | PAGE}\n str x2, [x1, #8]\n dsb ishst\n"
+             f"ldr x1, ={p_va >> 12}\n tlbi vae1is, x1\n dsb ish\n isb\n" + POWER_OFF)
+        b.pending_tlb_flush = False  # the host's loads above flushed everyone
+        start_at(b, CODE)
+        assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        assert (b.core.get_x(20), b.core.get_x(21)) == (11, 33)
+        a.power_off = False
+        start_at(a, writer)  # MMU off: it writes the tables at their physical address
+        assert a.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        stats = vm.read_stats()
+        parallel = host_cpus == 2
+        assert (stats.kvm["remote_tlb_flush"], stats.softkvm["remote_tlb_page_flush"]) == \
+            ((0, 1) if parallel else (1, 0))
+        assert b.pending_tlb_flush == (not parallel)
+        b.power_off = False
+        start_at(b, reader)
+        assert b.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+        # Q changed without a TLBI of its own: B may go on using its old translation of it, and
+        # does when only P's was dropped.
+        assert (b.core.get_x(20), b.core.get_x(21)) == ((22, 33) if parallel else (22, 44))
     finally:
         vm.close()
 

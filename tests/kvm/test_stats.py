@@ -52,9 +52,10 @@ def test_vm_read():
     read = stats.read_vm_stats(VmStats(remote_tlb_flush=1, remote_tlb_flush_requests=1,
                                        remote_tb_flush=2, remote_tb_page_flush=7),
                                {"pcpu_switches": 9, "published_mmio_reads": 11,
-                                "remote_tb_page_flush": 1})
+                                "remote_tb_page_flush": 1, "remote_tlb_page_flush": 5})
     assert read.kvm == {"remote_tlb_flush": 1, "remote_tlb_flush_requests": 1}
-    assert read.softkvm == {"remote_tb_flush": 2, "remote_tb_page_flush": 8, "pcpu_switches": 9,
+    assert read.softkvm == {"remote_tlb_page_flush": 5, "remote_tb_flush": 2,
+                            "remote_tb_page_flush": 8, "pcpu_switches": 9,
                             "published_mmio_reads": 11}
 
 
@@ -109,18 +110,27 @@ def test_immediate_exit_is_no_signal_exit_but_a_signal_is(vm1):
     assert vcpu.run().exit_reason == uapi.KVM_EXIT_INTR and vcpu.stats.signal_exits == 1
 
 
+TLBI_BY_VA = "mov x1, #0x80000\n tlbi vae1is, x1\n"
+
+
 @pytest.mark.parametrize("host_cpus", [1, 3])
-def test_a_broadcast_tlbi_is_one_remote_flush_request(host_cpus):
+@pytest.mark.parametrize("ops, by_va", [("tlbi vmalle1is\n", 0), (TLBI_BY_VA, 1),
+                                        (TLBI_BY_VA * 65, 65)])
+def test_a_broadcast_tlbi_is_one_remote_flush_request(host_cpus, ops, by_va):
     """Counted once whether the vCPUs take turns (the others flush before they next run) or
-    run in parallel (their cores are flushed at the DSB)."""
+    run in parallel (their cores are flushed at the DSB). In parallel, up to 64 TLBI by VA
+    before one DSB are replayed by the others instead; one more flushes them whole."""
     vm, vcpus, ram = make_vm(3, host_cpus=host_cpus)
     try:
         a = vcpus[0]
-        load(vm, ram, CODE, "tlbi vmalle1is\n dsb ish\n isb" + POWER_OFF)
+        load(vm, ram, CODE, ops + "dsb ish\n isb" + POWER_OFF)
         start_at(a, CODE)
         assert a.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
         read = vm.read_stats()
-        assert read.kvm == {"remote_tlb_flush": 1, "remote_tlb_flush_requests": 1}
+        replayed = by_va if host_cpus > 1 and by_va <= 64 else 0
+        flushes = 0 if replayed else 1
+        assert read.kvm == {"remote_tlb_flush": flushes, "remote_tlb_flush_requests": flushes}
+        assert read.softkvm["remote_tlb_page_flush"] == replayed
         assert vcpus[1].pending_tlb_flush == vcpus[2].pending_tlb_flush == (host_cpus == 1)
     finally:
         vm.close()

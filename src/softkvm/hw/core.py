@@ -133,6 +133,10 @@ class Core:
         self.native = native
         self.uc = uc = unicorn.Uc(U.UC_ARCH_ARM64, U.UC_MODE_ARM)
         uc.ctl_set_cpu_model(A.UC_CPU_ARM64_A72)  # must be the first call (notes §0.1)
+        # AArch64's smallest granule, as QEMU's target page for ARMv7+ (Unicorn defaults to
+        # ARMv5's 1 KiB): with 1 KiB, every 4 KiB guest page counts as a "large page" to the
+        # TLB, so a TLBI by VA flushes almost the whole TLB, and a page takes four fills.
+        uc.ctl_set_page_size(PAGE_SIZE)
         uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         self.raw = N.RawUc(uc, native.uclib)
         self.ram = sorted((base, len(buf)) for base, buf in ram)

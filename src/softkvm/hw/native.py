@@ -34,6 +34,7 @@ SR_TIMER = 3
 
 IC_PAGES = 64  # SKVM_IC_PAGES: IC IVAU pages one slice records before it counts as IC IALLUIS
 IC_ALL = 0xFFFFFFFF  # SKVM_IC_ALL
+TLBI_OPS = 64  # SKVM_TLBI_OPS: TLBI ...IS by VA one slice records for the others to replay
 
 # int cb(void *cookie, uint32 encoding, uint32 is_write, uint64 wval, uint64 *rval)
 PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
@@ -98,6 +99,8 @@ class SkvmVcpu(ctypes.Structure):
         ("n_sysreg_timer", ctypes.c_uint64),
         ("ic_va", ctypes.c_uint64 * IC_PAGES),
         ("ic_pa", ctypes.c_uint64 * IC_PAGES),
+        ("tlbi_op2", ctypes.c_uint32 * TLBI_OPS),
+        ("tlbi_val", ctypes.c_uint64 * TLBI_OPS),
         ("ctx", ctypes.c_void_p),
         ("api", ctypes.POINTER(SkvmApi)),
         ("py_cb", ctypes.c_void_p),
@@ -110,11 +113,15 @@ class SkvmVcpu(ctypes.Structure):
         ("rlock", ctypes.c_int32),
         ("rbits", ctypes.c_uint32),
         ("rnpages", ctypes.c_uint32),
+        ("rntlbi", ctypes.c_uint32),
         ("remote_tb_flush", ctypes.c_uint32),
         ("rpages", ctypes.c_uint64 * IC_PAGES),
+        ("rtlbi_op2", ctypes.c_uint32 * TLBI_OPS),
+        ("rtlbi_val", ctypes.c_uint64 * TLBI_OPS),
         ("rreq", ctypes.c_uint64),
         ("rack", ctypes.c_uint64),
         ("n_bcast_tlb", ctypes.c_uint64),
+        ("n_bcast_tlbi_va", ctypes.c_uint64),
         ("n_bcast_all_code", ctypes.c_uint64),
         ("n_bcast_pages", ctypes.c_uint64),
     ]

@@ -219,6 +219,7 @@ class Vm:
         return read_vm_stats(self.stats, {
             "pcpu_switches": self.pcpu.switches, "published_mmio_reads": self.published_mmio.reads,
             "remote_tlb_flush": tlb, "remote_tlb_flush_requests": tlb,
+            "remote_tlb_page_flush": sum(state.n_bcast_tlbi_va for state in cores),
             "remote_tb_flush": sum(state.n_bcast_all_code for state in cores),
             "remote_tb_page_flush": sum(state.n_bcast_pages for state in cores)})
 

@@ -34,8 +34,10 @@ SOFTKVM_CORE_STATS = ("core_slices", "core_kicks", "sysreg_emulated", "timer_sys
                       "exceptions_reflected")
 SOFTKVM_VCPU_STATS = SOFTKVM_VCPU_COUNTERS + SOFTKVM_CORE_STATS
 KVM_VM_STATS = ("remote_tlb_flush", "remote_tlb_flush_requests")
-SOFTKVM_VM_STATS = ("remote_tb_flush", "remote_tb_page_flush", "pcpu_switches",
-                    "published_mmio_reads")
+# remote_tlb_page_flush: TLBI ...IS by VA that the other vCPUs replayed, each flushing one page
+# rather than their whole TLB (counted by the cores, per op; vCPUs in parallel only).
+SOFTKVM_VM_STATS = ("remote_tlb_page_flush", "remote_tb_flush", "remote_tb_page_flush",
+                    "pcpu_switches", "published_mmio_reads")
 
 # Every exit counted in ``exits`` is counted under exactly one of these (label, counter): the
 # exception classes of handle_exit.c's table, DABT split the way KVM splits it.
@@ -108,7 +110,7 @@ class VmStats:
     # TLBI ...IS is done by asking every other vCPU to flush, as that function does.
     remote_tlb_flush: int = 0
     remote_tlb_flush_requests: int = 0
-    # --- softkvm's own: IC IALLUIS or a host write to guest RAM drops the other cores' code;
+    # IC IALLUIS or a host write to guest RAM drops the other cores' code;
     # IC IVAU drops their translations of one page (counted per page and broadcast)
     remote_tb_flush: int = 0
     remote_tb_page_flush: int = 0

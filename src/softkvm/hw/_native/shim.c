@@ -42,6 +42,10 @@ enum skvm_sysreg_policy {
 /* IC IVAU targets a slice records, one per page, before it settles for "drop everything". */
 #define SKVM_IC_PAGES 64
 #define SKVM_IC_ALL 0xFFFFFFFFu
+/* TLBI ...IS by VA a slice records for the other vCPUs to replay, before it settles for flushing
+ * their TLBs whole. */
+#define SKVM_TLBI_OPS 64
+#define SKVM_TLBI_ALL 0xFFFFFFFFu
 
 /* Python callback for SKVM_SR_PY_*: returns 1 if handled (value in *rval for reads). */
 typedef int (*skvm_py_sysreg_cb)(void *vcpu, uint32_t encoding, uint32_t is_write, uint64_t wval,
@@ -92,7 +96,7 @@ struct skvm_vcpu {
     uint64_t mem_addr;
     int64_t mem_value;
     uint32_t mem_size;
-    uint32_t pending_tlbi_is; /* TLBI ...IS seen this slice: flush the other vCPUs' TLBs */
+    uint32_t pending_tlbi_is; /* TLBI ...IS by VA seen this slice (tlbi_*), or SKVM_TLBI_ALL */
     uint32_t pending_ic;      /* IC IVAU pages seen this slice (ic_va/ic_pa), or SKVM_IC_ALL */
     uint32_t exc_offset;      /* offset of env->exception in a saved context (calibrated) */
     /* A broadcast op is outstanding: a parallel core calls back at its next DSB (the flag of
@@ -112,6 +116,9 @@ struct skvm_vcpu {
     /* The pages IC IVAU named this slice: the VA and the PA it had on this vCPU at the time. */
     uint64_t ic_va[SKVM_IC_PAGES];
     uint64_t ic_pa[SKVM_IC_PAGES];
+    /* The TLBI ...IS by VA seen this slice: op2 of TLBI VAE1IS/VAAE1IS/VALE1IS/VAALE1IS, and Xt. */
+    uint32_t tlbi_op2[SKVM_TLBI_OPS];
+    uint64_t tlbi_val[SKVM_TLBI_OPS];
 
     uc_context *ctx;
     struct skvm_api *api;
@@ -127,11 +134,15 @@ struct skvm_vcpu {
     volatile int32_t rlock;    /* guards rbits, rnpages, rpages, rreq */
     uint32_t rbits;            /* SKVM_R_*: what others asked this vCPU to drop */
     uint32_t rnpages;
+    uint32_t rntlbi;           /* TLBI by VA others asked this vCPU to replay (rtlbi_*) */
     uint32_t remote_tb_flush;  /* drop every translation at the coming stop (Python does) */
     uint64_t rpages[SKVM_IC_PAGES];
+    uint32_t rtlbi_op2[SKVM_TLBI_OPS];
+    uint64_t rtlbi_val[SKVM_TLBI_OPS];
     volatile uint64_t rreq;    /* requests posted to this vCPU so far */
     volatile uint64_t rack;    /* ... and taken */
-    uint64_t n_bcast_tlb;      /* broadcasts this vCPU made: TLBI ...IS */
+    uint64_t n_bcast_tlb;      /* broadcasts this vCPU made: TLBI ...IS flushing whole TLBs */
+    uint64_t n_bcast_tlbi_va;  /* TLBI ...IS by VA it sent to be replayed */
     uint64_t n_bcast_all_code; /* IC IALLUIS, or more pages than a request holds */
     uint64_t n_bcast_pages;    /* IC IVAU pages */
 };
@@ -308,6 +319,26 @@ static void record_ivau(struct skvm_vcpu *v, uc_engine *uc, uint64_t va)
     v->pending_ic = n + 1;
 }
 
+/* TLBI ...IS: one by VA the other vCPUs replay (as QEMU's MTTCG runs the page flush on every
+ * vCPU). Linux issues one per page it unmaps or changes, about 50k in a SMP boot: flushing the
+ * others' whole TLB and jump cache for each kept them refilling all the time. Wider ones
+ * (VMALLE1IS, ASIDE1IS: QEMU flushes EL1&0 whole for both), the range and EL2 forms, and one too
+ * many, flush the others' TLBs whole. */
+static void record_tlbi(struct skvm_vcpu *v, const uc_arm64_cp_reg *cp)
+{
+    uint32_t n = v->pending_tlbi_is;
+    int by_va = cp->op1 == 0 && cp->crm == 3 && (cp->op2 & 1);
+    if (n == SKVM_TLBI_ALL)
+        return;
+    if (!by_va || n == SKVM_TLBI_OPS) {
+        v->pending_tlbi_is = SKVM_TLBI_ALL;
+        return;
+    }
+    v->tlbi_op2[n] = cp->op2;
+    v->tlbi_val[n] = cp->val;
+    v->pending_tlbi_is = n + 1;
+}
+
 /* SYS (op0 = 1): the core performs every maintenance op locally; broadcast ones are recorded so
  * the other vCPUs are flushed before any of them runs again. While the vCPUs take turns that is
  * whenever this slice ends; while they run in parallel the core ends the slice after the DSB that
@@ -317,7 +348,7 @@ static uint32_t sys_cb(uc_engine *uc, uc_arm64_reg reg, const uc_arm64_cp_reg *c
     struct skvm_vcpu *v = user;
     (void)reg;
     if (cp->crn == 8 && (cp->crm == 3 || cp->crm == 2)) /* TLBI ...IS (and range IS) */
-        v->pending_tlbi_is = 1;
+        record_tlbi(v, cp);
     else if (cp->crn == 7 && cp->crm == 5 && cp->op1 == 3 && cp->op2 == 1) /* IC IVAU, Xt */
         record_ivau(v, uc, cp->val);
     else if (cp->crn == 7 && cp->crm == 1 && cp->op2 == 0) /* IC IALLUIS */
@@ -355,23 +386,37 @@ static void spin_lock(volatile int32_t *lock)
 
 static void spin_unlock(volatile int32_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
 
+/* The core's own TLBI handler (non-IS semantics: this engine has one CPU) does the flush. */
+static void replay_tlbi(struct skvm_vcpu *v, uint32_t op2, uint64_t val)
+{
+    uc_arm64_cp_reg cp = {.crn = 8, .crm = 3, .op0 = 1, .op1 = 0, .op2 = op2, .val = val};
+    if (v->api->reg_write(v->uc, UC_ARM64_REG_CP_REG, &cp) != UC_ERR_OK)
+        v->api->ctl(v->uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
+}
+
 /* Drop what other vCPUs asked for. ``running``: called from inside the core, where dropping every
  * translation is not safe: that is left to Python, at a stop asked for here. */
 static void take_remote(struct skvm_vcpu *v, int running)
 {
-    uint64_t pages[SKVM_IC_PAGES], req;
-    uint32_t bits, n;
+    uint64_t pages[SKVM_IC_PAGES], vals[SKVM_TLBI_OPS], req;
+    uint32_t op2s[SKVM_TLBI_OPS], bits, n, ntlbi;
     if (__atomic_load_n(&v->rreq, __ATOMIC_SEQ_CST) == v->rack)
         return;
     spin_lock(&v->rlock);
     req = v->rreq;
     bits = v->rbits;
     n = v->rnpages;
+    ntlbi = v->rntlbi;
     memcpy(pages, v->rpages, n * sizeof(pages[0]));
-    v->rbits = v->rnpages = 0;
+    memcpy(op2s, v->rtlbi_op2, ntlbi * sizeof(op2s[0]));
+    memcpy(vals, v->rtlbi_val, ntlbi * sizeof(vals[0]));
+    v->rbits = v->rnpages = v->rntlbi = 0;
     spin_unlock(&v->rlock);
     if (bits & SKVM_R_TLB)
         v->api->ctl(v->uc, UC_CTL_WRITE(UC_CTL_TLB_FLUSH, 0));
+    else
+        for (uint32_t i = 0; i < ntlbi; i++)
+            replay_tlbi(v, op2s[i], vals[i]);
     if ((bits & SKVM_R_ALL_CODE) && running) {
         v->remote_tb_flush = 1;
         __atomic_fetch_or(&v->kick, SKVM_KICK_STOP, __ATOMIC_SEQ_CST);
@@ -385,11 +430,19 @@ static void take_remote(struct skvm_vcpu *v, int running)
     __atomic_store_n(&v->rack, req, __ATOMIC_RELEASE);
 }
 
-static void post_remote(struct skvm_vcpu *p, uint32_t bits, const uint64_t *pages, uint32_t n,
-                        uint64_t *ticket)
+static void post_remote(struct skvm_vcpu *p, uint32_t bits, const struct skvm_vcpu *v, uint32_t n,
+                        uint32_t ntlbi, uint64_t *ticket)
 {
+    const uint64_t *pages = v->ic_pa;
     spin_lock(&p->rlock);
     p->rbits |= bits;
+    if (p->rntlbi + ntlbi > SKVM_TLBI_OPS)
+        p->rbits |= SKVM_R_TLB;
+    if (!(p->rbits & SKVM_R_TLB)) {
+        memcpy(p->rtlbi_op2 + p->rntlbi, v->tlbi_op2, ntlbi * sizeof(p->rtlbi_op2[0]));
+        memcpy(p->rtlbi_val + p->rntlbi, v->tlbi_val, ntlbi * sizeof(p->rtlbi_val[0]));
+        p->rntlbi += ntlbi;
+    }
     for (uint32_t i = 0; i < n && !(p->rbits & SKVM_R_ALL_CODE); i++) {
         uint32_t j = 0;
         while (j < p->rnpages && p->rpages[j] != pages[i])
@@ -410,21 +463,23 @@ static void post_remote(struct skvm_vcpu *p, uint32_t bits, const uint64_t *page
  * dropped. */
 void skvm_broadcast(struct skvm_vcpu *v)
 {
-    uint32_t bits = v->pending_tlbi_is ? SKVM_R_TLB : 0, n = 0;
+    uint32_t bits = v->pending_tlbi_is == SKVM_TLBI_ALL ? SKVM_R_TLB : 0, n = 0;
+    uint32_t ntlbi = bits ? 0 : v->pending_tlbi_is;
     uint64_t tickets[v->npeers ? v->npeers : 1];
     if (v->pending_ic == SKVM_IC_ALL)
         bits |= SKVM_R_ALL_CODE;
     else
         n = v->pending_ic;
     v->pending_tlbi_is = v->pending_ic = 0;
-    if (!bits && !n)
+    if (!bits && !n && !ntlbi)
         return;
     v->n_bcast_tlb += (bits & SKVM_R_TLB) != 0;
+    v->n_bcast_tlbi_va += ntlbi;
     v->n_bcast_all_code += (bits & SKVM_R_ALL_CODE) != 0;
     v->n_bcast_pages += n;
     for (uint32_t i = 0; i < v->npeers; i++)
         if (v->peers[i] != v)
-            post_remote(v->peers[i], bits, v->ic_pa, n, &tickets[i]);
+            post_remote(v->peers[i], bits, v, n, ntlbi, &tickets[i]);
     for (uint32_t i = 0; i < v->npeers; i++) {
         struct skvm_vcpu *p = v->peers[i];
         if (p == v)
