@@ -263,3 +263,13 @@ def test_stream_sink_flushes_each_write():
     wr(dev, DR, ord("o"))
     wr(dev, DR, ord("k"))
     assert stream.getvalue() == b"ok" and stream.flushes == 2
+
+
+def test_a_burst_of_coalesced_dr_writes_is_one_sink_write_with_the_same_effect(parts):
+    dev, out, line = parts
+    wr(dev, IMSC, INT_TX)
+    dev.mmio_write_burst(DR, 4, [ord("o"), ord("k"), 0x10A])  # only the data bytes are sent
+    assert out == [b"ok\n"]
+    assert rd(dev, RIS) & INT_TX and line.levels == [True]
+    dev.mmio_write_burst(IBRD, 4, [5, 7])  # any other register: each write in turn
+    assert rd(dev, IBRD) == 7

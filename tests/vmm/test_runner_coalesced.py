@@ -64,3 +64,34 @@ def test_writes_of_a_guest_that_then_waits_are_delivered_meanwhile(machine):
         thread.join()
     assert device.writes == [(0, 0x21)]
     assert vcpu.read_stats().kvm["mmio_exit_user"] == 0
+
+
+class BurstRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bursts: list[tuple[int, list[int]]] = []
+
+    def mmio_write_burst(self, offset: int, size: int, values: list[int]) -> None:
+        self.bursts.append((offset, values))
+
+
+def test_runs_of_writes_to_one_register_reach_a_burst_device_together_in_order():
+    vm, vcpus, _ram = make_vm(1)
+    try:
+        bus, device = Bus(), BurstRecorder()
+        bus.add(DEVICE, 0x1000, device, "recorder")
+        runner = Runner(vm, bus)
+        ring = vcpus[0].coalesced_mmio_ring
+        count = len(ring.coalesced_mmio)
+        writes = [(0, 0x61), (0, 0x62), (4, 0x99), (0, 0x63), (0, 0x64)]
+        first = count - 4  # the ring wraps in the middle of the last run
+        for i, (offset, value) in enumerate(writes):
+            entry = ring.coalesced_mmio[(first + i) % count]
+            entry.phys_addr, entry.len = DEVICE + offset, 4
+            entry.data[:4] = list(value.to_bytes(4, "little"))
+        ring.first, ring.last = first, (first + len(writes)) % count
+        runner.flush_coalesced_mmio()
+        assert device.bursts == [(0, [0x61, 0x62]), (4, [0x99]), (0, [0x63, 0x64])]
+        assert ring.first == ring.last and device.writes == []
+    finally:
+        vm.close()

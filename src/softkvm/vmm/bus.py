@@ -13,6 +13,7 @@ its own state.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,12 +39,20 @@ class BusDevice(Protocol):
     def mmio_write(self, offset: int, size: int, value: int) -> None: ...
 
 
+class BurstDevice(BusDevice, Protocol):
+    """A device that takes a run of writes to one register at once (a coalesced ring's), with
+    the effect of writing each value in turn."""
+
+    def mmio_write_burst(self, offset: int, size: int, values: list[int]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class BusRange:
     base: int
     size: int
     device: BusDevice
     name: str
+    burst: Callable[[int, int, list[int]], None] | None = None  # a BurstDevice's
 
     @property
     def end(self) -> int:
@@ -61,7 +70,7 @@ class Bus:
         if size <= 0 or base < 0:
             raise ConfigError(f"device '{name}' at {base:#x} has size {size:#x}: give it a "
                               f"positive size")
-        new = BusRange(base, size, device, name)
+        new = BusRange(base, size, device, name, getattr(device, "mmio_write_burst", None))
         index = bisect.bisect_left(self._bases, base)
         for neighbour in self._ranges[max(index - 1, 0): index + 1]:
             if neighbour.base < new.end and new.base < neighbour.end:
@@ -93,6 +102,19 @@ class Bus:
         if entry is None:
             return False
         entry.device.mmio_write(addr - entry.base, size, value & _MASKS[size])
+        return True
+
+    def write_burst(self, addr: int, size: int, values: list[int]) -> bool:
+        """Write each value in turn to one address; False as :meth:`write`."""
+        entry = self._lookup(addr, size)
+        if entry is None:
+            return False
+        offset, mask = addr - entry.base, _MASKS[size]
+        if entry.burst is not None:
+            entry.burst(offset, size, [value & mask for value in values])
+        else:
+            for value in values:
+                entry.device.mmio_write(offset, size, value & mask)
         return True
 
     def _lookup(self, addr: int, size: int) -> BusRange | None:

@@ -13,6 +13,9 @@ then only waits (WFI is handled in the kernel) still has its writes delivered.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +31,9 @@ from softkvm.vmm.bus import Bus
 
 
 COALESCED_FLUSH_S = 0.02
+# struct kvm_coalesced_mmio: phys_addr, len, pio, data[8]; the ring's entries start at byte 8.
+_RING_ENTRY = struct.Struct("<QII8s")
+_RING_ENTRIES_AT = 8
 
 
 class StopReason(Enum):
@@ -118,13 +124,15 @@ class Runner:
         if ring.first == ring.last:
             return
         with self._coalesced_lock:  # one consumer at a time keeps the writes in order
-            entries = ring.coalesced_mmio
-            while ring.first != ring.last:
-                entry = entries[ring.first]
-                value = int.from_bytes(bytes(entry.data)[: entry.len], "little")
-                if not self.bus.write(entry.phys_addr, entry.len, value):
-                    self.unhandled_mmio += 1  # queued: too late for an abort, as on KVM
-                ring.first = (ring.first + 1) % len(entries)
+            last = ring.last
+            writes = _ring_entries(ring, ring.first, last)
+            # A run of writes to one register (a console line's UARTDR bytes) goes to the
+            # device at once: one sink write rather than one per byte.
+            for (addr, size), run in itertools.groupby(writes, key=lambda w: (w[0], w[1])):
+                values = [value for _, _, value in run]
+                if not self.bus.write_burst(addr, size, values):
+                    self.unhandled_mmio += len(values)  # queued: too late for an abort, as on KVM
+            ring.first = last
 
     def handle_exit(self, vcpu: Vcpu, run: KvmRun) -> None:
         handler = EXIT_HANDLERS.get(run.exit_reason)
@@ -170,3 +178,14 @@ EXIT_HANDLERS: dict[int, Callable[[Runner, Vcpu, KvmRun], None]] = {
     uapi.KVM_EXIT_INTR: Runner._intr,
     uapi.KVM_EXIT_INTERNAL_ERROR: Runner._internal,
 }
+
+
+def _ring_entries(ring: KvmCoalescedMmioRing, first: int, last: int) -> list[tuple[int, int, int]]:
+    """The ring's entries [first, last) as (phys_addr, len, value), oldest first."""
+    count = len(ring.coalesced_mmio)
+    base = ctypes.addressof(ring) + _RING_ENTRIES_AT
+    spans = [(first, last)] if first <= last else [(first, count), (0, last)]
+    blob = b"".join(ctypes.string_at(base + start * _RING_ENTRY.size,
+                                      (end - start) * _RING_ENTRY.size) for start, end in spans)
+    return [(addr, size, int.from_bytes(data[:size], "little"))
+            for addr, size, _pio, data in _RING_ENTRY.iter_unpack(blob)]

@@ -142,6 +142,17 @@ class Pl011:
             if reg.write is not None:
                 reg.write(self, value & reg.mask)
 
+    def mmio_write_burst(self, offset: int, size: int, values: list[int]) -> None:
+        """Writes from the coalesced ring: a run of UARTDR bytes reaches the sink as one write."""
+        if offset != 0:
+            for value in values:
+                self.mmio_write(offset, size, value)
+            return
+        with self._lock:
+            self.write(bytes(value & 0xFF for value in values))
+            self.ris |= INT_TX  # as after each of them
+            self._update()
+
     # --- host side ---------------------------------------------------------------------------
 
     @property
