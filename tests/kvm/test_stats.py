@@ -9,6 +9,8 @@ from unicorn import arm64_const as A
 from softkvm.arch import esr as E
 from softkvm.kvm import irq_line, stats, uapi
 from softkvm.kvm.stats import VcpuStats, VmStats
+from tests.kvm.test_irqfd import REPORT, V2, V3, make_gic_vm
+from tests.kvm.test_trace import sgi_guest
 from tests.support.machine import CODE, POWER_OFF, VBAR, VECTORS, load, make_vm, start_at
 
 # include/linux/kvm_host.h KVM_GENERIC_VCPU_STATS (histograms aside) + arm64/kvm/guest.c
@@ -151,3 +153,19 @@ def test_stats_read_while_the_vcpu_runs(vm1):
     assert vcpu.run().exit_reason == uapi.KVM_EXIT_INTR
     thread.join()
     assert reads == sorted(reads)  # monotonic, never torn
+
+
+@pytest.mark.parametrize("model", [V2, V3])
+def test_an_sgi_to_self_costs_one_kick_its_ack_none(model):
+    """Sending raises the vIRQ line: one kick, for the core to see it. The acknowledge lowers
+    it, which the core sees at once (on hardware neither edge is an exit at all)."""
+    vm, vcpu, ram, _dev = make_gic_vm(model)
+    try:
+        load(vm, ram, CODE, sgi_guest(model))
+        start_at(vcpu, CODE)
+        run = vcpu.run()
+        assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == REPORT + 4
+        assert run.mmio.data[0] == 1
+        assert vcpu.read_stats().softkvm["irq_exits"] == 1
+    finally:
+        vm.close()

@@ -68,11 +68,16 @@ def connect_vcpu(vgic: Vgic, vcpu: Vcpu) -> None:
     vif = vgic.vcpu_if(vcpu_id)
 
     def on_change() -> None:  # the virtual CPU interface re-drives the core's inputs
-        # An exit is needed when the lines changed (the core notices HCR_EL2.VI/VF only back in
-        # its main loop) or when the interface raises its maintenance interrupt (e.g. EOI of an
-        # LR that asked for it): that is a host interrupt, which takes the vCPU out for KVM to
-        # fold and refill the list registers. Anything else needs no exit, as on hardware.
-        if core.set_irq_lines(*vif.signal()) or vif.maintenance():
+        # An exit is needed when a line rises (the core notices HCR_EL2.VI/VF only back in its
+        # main loop) or when the interface raises its maintenance interrupt (e.g. EOI of an LR
+        # that asked for it): that is a host interrupt, which takes the vCPU out for KVM to fold
+        # and refill the list registers. A falling line (the guest acknowledged the last pending
+        # LR) withdraws the core's request at once, and anything else needs no exit either, as
+        # on hardware.
+        irq, fiq = vif.signal()
+        rises = (irq and not core.hcr & S.HCR_VI) or (fiq and not core.hcr & S.HCR_VF)
+        core.set_irq_lines(irq, fiq)
+        if rises or vif.maintenance():
             core.kick()
 
     vif.on_change = on_change
