@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from softkvm.hw.clock import NS_PER_TICK, monotonic_ns
+from softkvm.hw.clock import NS_PER_TICK, HostTimers, monotonic_ns
 from softkvm.hw.generic_timer import CTL_ENABLE, CTL_IMASK, PTIMER, VTIMER, TimerIrq
 from softkvm.hw.native import SkvmVcpu
 
@@ -106,3 +106,22 @@ def test_guest_write_after_a_silent_load_still_wakes_the_watcher(watcher):
     arm(state, VTIMER, 0)
     os.eventfd_write(state.notify_fd, 1)
     assert event.wait(DEADLINE) and fired == [("v0", VTIMER)]
+
+
+def _timer_slack_ns(thread: threading.Thread) -> int:
+    with open(f"/proc/{thread.native_id}/timerslack_ns") as f:  # a thread id works as a pid
+        return int(f.read())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/timerslack_ns"),
+                    reason="needs Linux's per-thread timerslack_ns")
+def test_the_timer_threads_wait_with_no_timer_slack(watcher):
+    """KVM's timers are hard hrtimers; a thread's timed wait may otherwise end 50 us late."""
+    irq, _, _ = watcher
+    timers = HostTimers()
+    try:
+        for thread in (irq._thread, timers._thread):
+            wait_for(lambda: _timer_slack_ns(thread) == 1)
+        assert _timer_slack_ns(threading.current_thread()) != 1  # set per thread, not for all
+    finally:
+        timers.stop()

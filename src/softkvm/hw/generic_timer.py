@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from softkvm.hw.clock import NS_PER_TICK, monotonic_ns
+from softkvm.hw.clock import NS_PER_TICK, hard_timer_slack, monotonic_ns
 from softkvm.hw.native import SkvmTimer, SkvmVcpu
 
 VTIMER = 0
@@ -178,6 +178,7 @@ class TimerIrq:
             pass
 
     def _loop(self) -> None:
+        hard_timer_slack()
         while not self._stopped:
             due, timeout = self._scan()
             for key, timer in due:
