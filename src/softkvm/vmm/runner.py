@@ -31,9 +31,7 @@ from softkvm.vmm.bus import Bus
 
 
 COALESCED_FLUSH_S = 0.02
-# struct kvm_coalesced_mmio: phys_addr, len, pio, data[8]; the ring's entries start at byte 8.
-_RING_ENTRY = struct.Struct("<QII8s")
-_RING_ENTRIES_AT = 8
+_RING_ENTRY = struct.Struct("<QII8s")  # struct kvm_coalesced_mmio: phys_addr, len, pio, data[8]
 
 
 class StopReason(Enum):
@@ -183,7 +181,7 @@ EXIT_HANDLERS: dict[int, Callable[[Runner, Vcpu, KvmRun], None]] = {
 def _ring_entries(ring: KvmCoalescedMmioRing, first: int, last: int) -> list[tuple[int, int, int]]:
     """The ring's entries [first, last) as (phys_addr, len, value), oldest first."""
     count = len(ring.coalesced_mmio)
-    base = ctypes.addressof(ring) + _RING_ENTRIES_AT
+    base = ctypes.addressof(ring) + type(ring).coalesced_mmio.offset
     spans = [(first, last)] if first <= last else [(first, count), (0, last)]
     blob = b"".join(ctypes.string_at(base + start * _RING_ENTRY.size,
                                       (end - start) * _RING_ENTRY.size) for start, end in spans)
