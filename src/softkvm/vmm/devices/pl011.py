@@ -149,9 +149,7 @@ class Pl011:
                 self.mmio_write(offset, size, value)
             return
         with self._lock:
-            self.write(bytes(value & 0xFF for value in values))
-            self.ris |= INT_TX  # as after each of them
-            self._update()
+            self._send(bytes(value & 0xFF for value in values))
 
     # --- host side ---------------------------------------------------------------------------
 
@@ -226,7 +224,10 @@ class Pl011:
         return data
 
     def _write_dr(self, value: int) -> None:
-        self.write(bytes([value & 0xFF]))
+        self._send(bytes([value & 0xFF]))
+
+    def _send(self, data: bytes) -> None:
+        self.write(data)
         self.ris |= INT_TX  # transmission is instant: the FIFO is already below its level
         self._update()
 
