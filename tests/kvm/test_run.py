@@ -10,8 +10,7 @@ from softkvm.arch import esr as E
 from softkvm.arch import sysregs as S
 from softkvm.kvm import irq_line, uapi
 from tests.support.machine import (CODE, POWER_OFF, RAM_BASE, RAM_SIZE, VBAR, VECTORS, load,
-                                   make_vm,
-                                   start_at)
+                                   make_vm, run_source, start_at)
 
 
 @pytest.fixture
@@ -22,16 +21,11 @@ def guest(vm1):
     return vm, vcpu, ram
 
 
-def run_source(guest, source):
-    vm, vcpu, ram = guest
-    load(vm, ram, CODE, source)
-    start_at(vcpu, CODE)
-    return vcpu.run()
 
 
 def test_mmio_read_completes_with_sign_extension_and_writeback(guest):
     _vm, vcpu, _ = guest
-    run = run_source(guest, "ldr x1, =0x09000010\n ldrsh x2, [x1], #2\n" + POWER_OFF)
+    run = run_source(*guest, "ldr x1, =0x09000010\n ldrsh x2, [x1], #2\n" + POWER_OFF)
     assert run.exit_reason == uapi.KVM_EXIT_MMIO
     assert (run.mmio.phys_addr, run.mmio.len, run.mmio.is_write) == (0x09000010, 2, False)
     run.mmio.data[:2] = (0x8001).to_bytes(2, "little")
@@ -43,7 +37,7 @@ def test_mmio_read_completes_with_sign_extension_and_writeback(guest):
 
 
 def test_mmio_write_data(guest):
-    run = run_source(guest, "ldr x1, =0x09000000\n ldr x2, =0x1122334455667788\n str w2, [x1, #4]")
+    run = run_source(*guest, "ldr x1, =0x09000000\n ldr x2, =0x1122334455667788\n str w2, [x1, #4]")
     assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.is_write
     assert (run.mmio.phys_addr, run.mmio.len) == (0x09000004, 4)
     assert bytes(run.mmio.data[:4]) == (0x55667788).to_bytes(4, "little")
@@ -52,7 +46,7 @@ def test_mmio_write_data(guest):
 def test_unclaimed_mmio_gets_a_synchronous_external_abort(guest):
     _vm, vcpu, _ = guest
     end = RAM_BASE + RAM_SIZE
-    run = run_source(guest, f"ldr x1, ={end}\n ldr x2, [x1]\n" + POWER_OFF)
+    run = run_source(*guest, f"ldr x1, ={end}\n ldr x2, [x1]\n" + POWER_OFF)
     assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == end
     vcpu.set_vcpu_events(ext_dabt_pending=True)
     threading.Timer(0.3, vcpu.interrupt).start()
@@ -71,7 +65,7 @@ def test_instruction_fetch_outside_ram_is_a_prefetch_abort(guest):
     end = RAM_BASE + RAM_SIZE
     load_src = f"ldr x1, ={end}\n br x1"
     threading.Timer(0.5, vcpu.interrupt).start()
-    run_source(guest, load_src)
+    run_source(*guest, load_src)
     core = vcpu.core
     esr = core.raw.read(A.UC_ARM64_REG_ESR_EL1)
     assert E.esr_ec(esr) == E.EC_IABT_CUR and esr & 0x3F == E.FSC_SEA
@@ -90,7 +84,7 @@ def test_wfi_blocks_until_the_irq_line_rises(guest):
 
     threading.Thread(target=raise_line).start()
     # IRQs stay masked: WFI still wakes on a pending interrupt, and execution goes on after it.
-    run = run_source(guest, "wfi\n ldr x1, =0x09000000\n str wzr, [x1]")
+    run = run_source(*guest, "wfi\n ldr x1, =0x09000000\n str wzr, [x1]")
     assert raised and run.exit_reason == uapi.KVM_EXIT_MMIO
     assert vcpu.stats.wfi_exit_stat == 1 and vcpu.stats.halt_wakeup == 1
 
@@ -99,7 +93,7 @@ def test_irq_taken_through_the_vector_when_unmasked(guest):
     vm, vcpu, _ = guest
     vm.irq_line(irq_line.encode(uapi.KVM_ARM_IRQ_TYPE_CPU, 0, uapi.KVM_ARM_IRQ_CPU_IRQ), 1)
     threading.Timer(0.5, vcpu.interrupt).start()
-    run_source(guest, "msr daifclr, #2\n 1: b 1b")
+    run_source(*guest, "msr daifclr, #2\n 1: b 1b")
     # the core delivered the IRQ itself: ELR is the loop, PC parked in the IRQ vector's hvc
     assert vcpu.core.raw.read(A.UC_ARM64_REG_ELR_EL1) == CODE + 4
 
@@ -107,7 +101,7 @@ def test_irq_taken_through_the_vector_when_unmasked(guest):
 def test_interrupt_ends_a_spinning_run(guest):
     _vm, vcpu, _ = guest
     threading.Timer(0.2, vcpu.interrupt).start()
-    run = run_source(guest, "1: b 1b")
+    run = run_source(*guest, "1: b 1b")
     assert run.exit_reason == uapi.KVM_EXIT_INTR and vcpu.stats.signal_exits == 1
 
 
@@ -115,7 +109,7 @@ def test_fiq_line_is_taken_through_the_fiq_vector(guest):
     vm, vcpu, _ = guest
     vm.irq_line(irq_line.encode(uapi.KVM_ARM_IRQ_TYPE_CPU, 0, uapi.KVM_ARM_IRQ_CPU_FIQ), 1)
     threading.Timer(0.5, vcpu.interrupt).start()
-    run_source(guest, "msr daifclr, #1\n 1: b 1b")
+    run_source(*guest, "msr daifclr, #1\n 1: b 1b")
     assert vcpu.core.get_pc() == VBAR + 0x200 + 0x100 + 4  # FIQ, current EL with SP_ELx; parked
 
 
@@ -129,10 +123,14 @@ PAGE = 1 << 10 | 3 << 8 | 3  # AF, inner shareable, MAIR attr 0, 4 KiB page desc
 SLOTS = {1: RAM_BASE | BLOCK, 2: RAM_BASE | BLOCK | XN, 3: RAM_BASE | BLOCK}
 
 
+def _put64(ram, gpa: int, value: int) -> None:
+    """Store a 64-bit value in guest RAM behind the cores' backs (no notify)."""
+    ram[gpa - RAM_BASE: gpa - RAM_BASE + 8] = value.to_bytes(8, "little")
+
+
 def _table(vm, ram, table: int, slots: tuple[int, ...]) -> None:
     for index in slots:
-        at = table - RAM_BASE + 8 * index
-        ram[at: at + 8] = SLOTS[index].to_bytes(8, "little")
+        _put64(ram, table + 8 * index, SLOTS[index])
     vm.notify_memory_written()
 
 
@@ -197,7 +195,7 @@ def _pages_table(vm, ram, l1: int, pages: dict[int, int]) -> None:
     entries = {l1 + 8: SLOTS[1], l1 + 16: l2 | 3, l2: l3 | 3}
     entries.update({l3 + 8 * i: pa | PAGE for i, pa in pages.items()})
     for at, value in entries.items():
-        ram[at - RAM_BASE: at - RAM_BASE + 8] = value.to_bytes(8, "little")
+        _put64(ram, at, value)
     vm.notify_memory_written()
 
 
@@ -208,8 +206,8 @@ def test_tlbi_vae1_drops_only_that_page(guest):
     vm, vcpu, ram = guest
     l1, p_va, q_va = RAM_BASE + 0xA0000, 2 << 30, (2 << 30) + 0x1000
     old_q, new_q = RAM_BASE + 0xB0000, RAM_BASE + 0xB1000
-    ram[old_q - RAM_BASE: old_q - RAM_BASE + 8] = (33).to_bytes(8, "little")
-    ram[new_q - RAM_BASE: new_q - RAM_BASE + 8] = (44).to_bytes(8, "little")
+    _put64(ram, old_q, 33)
+    _put64(ram, new_q, 44)
     _pages_table(vm, ram, l1, {0: old_q, 1: old_q})
     reader, flush = CODE + 0x800, {p_va: CODE + 0x1000, q_va: CODE + 0x1800}
     load(vm, ram, CODE, _mmu_on(l1) + f"ldr x9, ={reader}\n br x9")
@@ -220,7 +218,7 @@ def test_tlbi_vae1_drops_only_that_page(guest):
     start_at(vcpu, CODE)
     assert vcpu.run().exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT and vcpu.core.get_x(21) == 33
     q_pte = l1 + 0x2000 + 8  # changed behind the TLB's back, then P's translation dropped
-    ram[q_pte - RAM_BASE: q_pte - RAM_BASE + 8] = (new_q | PAGE).to_bytes(8, "little")
+    _put64(ram, q_pte, new_q | PAGE)
     for va, value in ((p_va, 33), (q_va, 44)):
         vcpu.power_off = False
         start_at(vcpu, flush[va])
@@ -238,7 +236,7 @@ def test_tlbi_vae1is_drops_that_page_from_the_other_vcpus_tlbs(host_cpus):
         l1, p_va, q_va = RAM_BASE + 0xA0000, 2 << 30, (2 << 30) + 0x1000
         old_p, new_p, old_q, new_q = (RAM_BASE + 0xB0000 + 0x1000 * i for i in range(4))
         for pa, value in ((old_p, 11), (new_p, 22), (old_q, 33), (new_q, 44)):
-            ram[pa - RAM_BASE: pa - RAM_BASE + 8] = value.to_bytes(8, "little")
+            _put64(ram, pa, value)
         _pages_table(vm, ram, l1, {0: old_p, 1: old_q})
         reader = CODE + 0x800  # entered again later with the MMU on, its TLB as it was left
         load(vm, ram, CODE, _mmu_on(l1) + f"ldr x9, ={reader}\n br x9")
@@ -302,7 +300,7 @@ def test_code_written_by_one_vcpu_is_seen_by_another_after_ic_ialluis(host_cpus)
 def test_wfe_runs_through_when_the_vcpu_is_alone(guest):
     """kvm_arch_vcpu_load clears HCR_EL2.TWE for the single task of a physical CPU."""
     _vm, vcpu, _ = guest
-    assert run_source(guest, "wfe\n wfe" + POWER_OFF).exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
+    assert run_source(*guest, "wfe\n wfe" + POWER_OFF).exit_reason == uapi.KVM_EXIT_SYSTEM_EVENT
     assert vcpu.stats.wfe_exit_stat == 0
 
 

@@ -11,7 +11,8 @@ from softkvm.kvm import irq_line, stats, uapi
 from softkvm.kvm.stats import VcpuStats, VmStats
 from tests.kvm.test_irqfd import REPORT, V2, V3, make_gic_vm
 from tests.kvm.test_trace import sgi_guest
-from tests.support.machine import CODE, POWER_OFF, VBAR, VECTORS, load, make_vm, start_at
+from tests.support.machine import (CODE, POWER_OFF, VBAR, VECTORS, load, make_vm, run_source,
+                                   start_at)
 
 # include/linux/kvm_host.h KVM_GENERIC_VCPU_STATS (histograms aside) + arm64/kvm/guest.c
 KVM_ARM64_VCPU_NAMES = [
@@ -161,9 +162,7 @@ def test_an_sgi_to_self_costs_one_kick_its_ack_none(model):
     it, which the core sees at once (on hardware neither edge is an exit at all)."""
     vm, vcpu, ram, _dev = make_gic_vm(model)
     try:
-        load(vm, ram, CODE, sgi_guest(model))
-        start_at(vcpu, CODE)
-        run = vcpu.run()
+        run = run_source(vm, vcpu, ram, sgi_guest(model))
         assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == REPORT + 4
         assert run.mmio.data[0] == 1
         assert vcpu.read_stats().softkvm["irq_exits"] == 1
