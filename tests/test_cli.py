@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from softkvm.vmm.fdt import dtb_to_dict
 from tests.support.guests import ROOT, guest_image
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -36,6 +37,15 @@ def test_kernel_option_and_stats(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert dtb.read_bytes()[:4] == b"\xd0\x0d\xfe\xed"
     assert "hvc_exit_stat" in proc.stderr and "vcpu1" in proc.stderr
+    assert "rng-seed" in dtb_to_dict(dtb.read_bytes())["/chosen"]
+
+
+def test_dtb_randomness_off_leaves_the_seeds_out(tmp_path):
+    dtb = tmp_path / "virt.dtb"
+    proc = softkvm("run", "--dtb-randomness", "off", "--dump-dtb", dtb, guest_image("hello"))
+    assert proc.returncode == 0, proc.stderr
+    chosen = dtb_to_dict(dtb.read_bytes())["/chosen"]
+    assert "rng-seed" not in chosen and "kaslr-seed" not in chosen
 
 
 @pytest.mark.parametrize("args,needle", [

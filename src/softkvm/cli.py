@@ -48,6 +48,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--append", default="", help="kernel command line (/chosen/bootargs)")
     run.add_argument("--dtb", type=Path, help="use this device tree instead of ours")
     run.add_argument("--dump-dtb", type=Path, help="write the generated device tree here")
+    run.add_argument("--dtb-randomness", choices=("on", "off"), default="on",
+                     help="fresh kaslr-seed and rng-seed in the generated tree's /chosen "
+                     "(default on, as QEMU's virt dtb-randomness)")
     run.add_argument("--stats", action="store_true", help="print KVM's counters at exit")
     serve = run.add_mutually_exclusive_group()
     serve.add_argument("--stat-socket", type=Path, metavar="PATH",
@@ -85,7 +88,8 @@ def config_from_args(args: argparse.Namespace) -> VmConfig:
         raise ConfigError("no guest image: give IMAGE or --kernel FILE")
     return VmConfig(kernel=kernel, smp=args.smp, mem_size=parse_size(args.memory), gic=args.gic,
                     irqchip=args.irqchip, initrd=args.initrd, append=args.append, dtb=args.dtb,
-                    dump_dtb=args.dump_dtb, timeout=args.timeout, stats=args.stats,
+                    dump_dtb=args.dump_dtb, dtb_randomness=args.dtb_randomness == "on",
+                    timeout=args.timeout, stats=args.stats,
                     trace=args.trace,
                     stat_socket=args.stat_socket or (
                         None if args.no_stat_socket else stat_socket.default_socket_path()),

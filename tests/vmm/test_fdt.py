@@ -8,7 +8,7 @@ import pytest
 
 from softkvm.errors import ImageError
 from softkvm.vmm.devices.pl011 import Pl011
-from softkvm.vmm.fdt import (FdtWriter, build_dtb, dtb_to_dict, dump, fixup_chosen,
+from softkvm.vmm.fdt import (DtbSeeds, FdtWriter, build_dtb, dtb_to_dict, dump, fixup_chosen,
                              load_dtb_file, validate_dtb)
 from softkvm.vmm.layout import VirtLayout
 
@@ -113,6 +113,20 @@ def test_gicv2_two_cpus_with_bootargs_and_initrd():
         **common_nodes(flags),
     }
     assert_tree(blob, expected)
+
+
+
+def test_seeds_go_into_chosen_as_qemus_dtb_randomness():
+    seeds = DtbSeeds(kaslr=bytes(range(8)), rng=bytes(range(100, 132)))
+    chosen = dtb_to_dict(build_dtb(VirtLayout(256 * MiB, 1, 3), seeds=seeds))["/chosen"]
+    assert chosen["kaslr-seed"] == bytes(range(8))
+    assert chosen["rng-seed"] == bytes(range(100, 132))
+
+
+def test_fresh_seeds_differ_from_tree_to_tree():
+    first, second = DtbSeeds.fresh(), DtbSeeds.fresh()
+    assert (len(first.kaslr), len(first.rng)) == (8, 32)  # QEMU's sizes
+    assert first != second
 
 
 def test_gicv3_four_cpus_without_initrd():

@@ -125,4 +125,5 @@ def _device_tree(config: VmConfig, layout: VirtLayout, devices: list[fdt.FdtNode
     if config.dtb is not None:  # the user's tree, with our command line and initrd in /chosen
         return fdt.fixup_chosen(fdt.load_dtb_file(config.dtb), bootargs=config.append,
                                 initrd=initrd)
-    return fdt.build_dtb(layout, devices, bootargs=config.append, initrd=initrd)
+    seeds = fdt.DtbSeeds.fresh() if config.dtb_randomness else None
+    return fdt.build_dtb(layout, devices, bootargs=config.append, initrd=initrd, seeds=seeds)

@@ -1,7 +1,7 @@
 """The VM's configuration: one dataclass, validated once, built from the CLI or by tests.
 
 Counterpart: QEMU's machine options (-smp, -m, -kernel, -initrd, -append, -dtb,
--machine gic-version=, kernel-irqchip=).
+-machine gic-version=, kernel-irqchip=, dtb-randomness=).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class VmConfig:
     console_in: BinaryIO | None = None    # None: no console input
     coalesced_mmio: bool = True           # queue UARTDR writes (KVM_REGISTER_COALESCED_MMIO)
     published_mmio: bool = True           # UARTFR polls exit no more (published register)
+    dtb_randomness: bool = True           # kaslr-seed, rng-seed in /chosen (QEMU's default)
 
     def validate(self) -> VmConfig:
         if not 1 <= self.smp <= MAX_SMP:

@@ -14,7 +14,8 @@ Compared with QEMU 7.2's tree (``-M virt,gic-version=2|3,dumpdtb=... -cpu cortex
 nodes we have match in names, compatibles, interrupts, flags and phandle numbering (first
 phandle 0x8000: apb-pclk, then the cpus from the last, then the GIC), except:
 
-- no ``kaslr-seed``/``rng-seed`` in /chosen: our tree is deterministic (no KASLR);
+- ``kaslr-seed`` and ``rng-seed`` in /chosen are fresh random bytes in each tree, as in QEMU's
+  (``dtb-randomness``, on by default); ``--dtb-randomness off`` leaves both out;
 - GICv2 ``reg`` sizes are the windows the vGIC decodes (4 KiB distributor, 8 KiB CPU
   interface) where QEMU declares 64 KiB for both;
 - the GICv3 redistributor ``reg`` covers nr_cpus × 128 KiB, not QEMU's whole 0xF60000 window
@@ -29,6 +30,7 @@ phandle 0x8000: apb-pclk, then the cpus from the last, then the GIC), except:
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +46,8 @@ from softkvm.vmm.layout import Region, VirtLayout
 
 FIRST_PHANDLE = 0x8000  # QEMU's first phandle: leaves room below for a user's overlay
 MAX_DTB_SIZE = 2 << 20  # booting.rst: the dtb must not exceed 2 MiB
+KASLR_SEED_BYTES = 8  # QEMU virt.c create_kaslr_seed: one u64
+RNG_SEED_BYTES = 32  # QEMU virt.c create_randomness
 
 # Interrupt specifier of the GIC binding: <type number flags>.
 GIC_FDT_IRQ_TYPE_SPI = 0
@@ -117,6 +121,10 @@ class FdtWriter:
         """A string list (``"a", "b"``): NUL-terminated strings back to back."""
         self._sw.property(name, b"".join(v.encode() + b"\0" for v in values))
 
+    def raw(self, name: str, value: bytes) -> None:
+        """A byte string (``[00 11 ...]``)."""
+        self._sw.property(name, value)
+
     def empty(self, name: str) -> None:
         """A boolean property: present, no value."""
         self._sw.property(name, b"")
@@ -156,15 +164,34 @@ def ppi_flags(layout: VirtLayout) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class DtbSeeds:
+    """What QEMU's virt board writes into /chosen unless ``dtb-randomness=off`` (virt.c
+    ``create_randomness``): ``kaslr-seed`` randomises where Linux places itself, ``rng-seed``
+    is entropy Linux credits at boot (bootloader randomness), so its RNG is ready at once
+    instead of gathering entropy from timer jitter while the guest boots."""
+
+    kaslr: bytes
+    rng: bytes
+
+    @classmethod
+    def fresh(cls) -> DtbSeeds:
+        return cls(kaslr=os.urandom(KASLR_SEED_BYTES), rng=os.urandom(RNG_SEED_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
 class ChosenNode:
-    """/chosen: command line, console, initrd (hw/arm/boot.c arm_load_dtb)."""
+    """/chosen: command line, console, initrd (hw/arm/boot.c arm_load_dtb), seeds (virt.c)."""
 
     bootargs: str = ""
     stdout_path: str = ""
     initrd: tuple[int, int] | None = None
+    seeds: DtbSeeds | None = None
 
     def write_fdt(self, fdt: FdtWriter) -> None:
         with fdt.node("chosen"):
+            if self.seeds is not None:
+                fdt.raw("kaslr-seed", self.seeds.kaslr)
+                fdt.raw("rng-seed", self.seeds.rng)
             if self.bootargs:  # QEMU omits an empty command line
                 fdt.string("bootargs", self.bootargs)
             if self.stdout_path:
@@ -304,11 +331,12 @@ class ApbClockNode:
 def build_dtb(layout: VirtLayout, devices: Sequence[FdtNodeWriter] = (), *,
               bootargs: str = "", initrd: tuple[int, int] | None = None,
               stdout_path: str | None = None, mpidrs: Sequence[int] | None = None,
-              pmu: bool = True) -> bytes:
+              pmu: bool = True, seeds: DtbSeeds | None = None) -> bytes:
     """The board's tree: root, chosen, memory, cpus, psci, GIC, timer, PMU, clock, devices.
 
     ``stdout_path`` defaults to the board's PL011 (``"/pl011@9000000"``; "" for none);
-    ``mpidrs`` to KVM's assignment for ``layout.nr_cpus`` vCPUs.
+    ``mpidrs`` to KVM's assignment for ``layout.nr_cpus`` vCPUs; ``seeds`` (None: none) go
+    into /chosen.
     """
     mpidrs = tuple(layout.mpidrs if mpidrs is None else mpidrs)
     if len(mpidrs) != layout.nr_cpus:
@@ -319,7 +347,7 @@ def build_dtb(layout: VirtLayout, devices: Sequence[FdtNodeWriter] = (), *,
     _allocate_phandles_like_qemu(fdt, len(mpidrs))
     flags = ppi_flags(layout)
     board: list[FdtNodeWriter] = [
-        ChosenNode(bootargs, stdout_path, initrd), MemoryNode(layout.ram), CpusNode(mpidrs),
+        ChosenNode(bootargs, stdout_path, initrd, seeds), MemoryNode(layout.ram), CpusNode(mpidrs),
         PsciNode(), GicNode(layout), TimerNode(flags)]
     if pmu:
         board.append(PmuNode(flags))
