@@ -10,8 +10,11 @@ import time
 import pytest
 
 from softkvm.hw.clock import NS_PER_TICK, HostTimers, monotonic_ns
-from softkvm.hw.generic_timer import CTL_ENABLE, CTL_IMASK, PTIMER, VTIMER, TimerIrq
+from softkvm.hw.core import ExitKind
+from softkvm.hw.generic_timer import (CTL_ENABLE, CTL_IMASK, PTIMER, VTIMER, WATCH_NEVER,
+                                      TimerIrq)
 from softkvm.hw.native import SkvmVcpu
+from tests.support.machine import CODE, load, make_vm
 
 DEADLINE = 30.0   # generous: only a bug waits this long
 
@@ -98,7 +101,8 @@ def test_load_and_unmask_poke_only_for_an_earlier_deadline(watcher):
 
 def test_guest_write_after_a_silent_load_still_wakes_the_watcher(watcher):
     """A load that did not poke leaves the watcher asleep; the guest's timer write reaches it
-    through the vCPU's eventfd (the shim writes it on every timer register access)."""
+    through the vCPU's eventfd (the shim writes it for a deadline before the watcher's wake-up,
+    and the watcher that sleeps until a poke publishes none)."""
     irq, fired, event = watcher
     state = SkvmVcpu()
     irq.register("v0", state)
@@ -106,6 +110,56 @@ def test_guest_write_after_a_silent_load_still_wakes_the_watcher(watcher):
     arm(state, VTIMER, 0)
     os.eventfd_write(state.notify_fd, 1)
     assert event.wait(DEADLINE) and fired == [("v0", VTIMER)]
+
+
+def test_each_scan_publishes_when_the_watcher_wakes(watcher):
+    irq, _, _ = watcher
+    state = SkvmVcpu()
+    irq.register("v0", state)
+    wait_for(lambda: state.watch_until == WATCH_NEVER)   # nothing armed: it waits for a poke
+    cval = ticks_in(60_000)
+    arm(state, VTIMER, cval)
+    irq.load("v0")                                        # a sooner deadline: a poke, a scan
+    wait_for(lambda: state.watch_until == cval * NS_PER_TICK)
+
+
+# The shim's side: a guest timer write pokes the watcher's eventfd only for a deadline before the
+# sleep the watcher published (Linux writes its timer at every tick and idle entry).
+POKE_CASES = [
+    ("sooner than the wake-up", 1, 100.0, True),
+    ("later than the wake-up", 1, 0.5, False),
+    ("while the watcher scans", 1, None, True),
+    ("with the timer off", 0, 100.0, False),
+    ("with the output masked", 3, 100.0, False),
+]
+
+
+@pytest.mark.parametrize("what,ctl,wake_in_s,pokes", POKE_CASES, ids=[c[0] for c in POKE_CASES])
+def test_a_guest_timer_write_pokes_only_for_an_earlier_deadline(what, ctl, wake_in_s, pokes):
+    vm, vcpus, ram = make_vm(1)
+    try:
+        core = vcpus[0].core
+        fd = os.eventfd(0, os.EFD_NONBLOCK)
+        core.state.notify_fd = fd                # ours, not the VM's watcher's
+        wake_at = 0 if wake_in_s is None else monotonic_ns() + int(wake_in_s * 1e9)
+        vm.native.publish_watch(core.state, wake_at)
+        cval = monotonic_ns() // NS_PER_TICK - core.state.cntvoff + 10 * 62_500_000  # in 10 s
+        load(vm, ram, CODE, f"ldr x0, ={cval}\n msr cntv_cval_el0, x0\n mov x1, #{ctl}\n"
+                            " msr cntv_ctl_el0, x1\n hvc #0")
+        core.flush_tb()
+        core.set_pc(CODE)
+        assert core.run().kind is ExitKind.HVC
+        assert core.state.timer[VTIMER].cval == cval   # the writes happened either way
+        poked = True
+        try:
+            os.eventfd_read(fd)
+        except BlockingIOError:
+            poked = False
+        assert poked is pokes
+        core.state.notify_fd = -1
+        os.close(fd)
+    finally:
+        vm.close()
 
 
 def _timer_slack_ns(thread: threading.Thread) -> int:

@@ -13,6 +13,8 @@ loaded vCPUs, or until the shim's eventfd says a guest reprogrammed a timer, and
 vcpu_load/put, masking and re-arming happen on every exit, so they wake the watcher only when
 it would otherwise sleep past a deadline they expose: a wake-up costs a thread switch and a
 round of GIL hand-offs, while a deadline that disappears merely makes the next scan find nothing.
+The shim applies the same rule to the guest's timer writes: each scan publishes when its sleep
+ends (``watch_until``), and a write pokes the eventfd only for a deadline before that.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ CTL_ENABLE = 1 << 0
 CTL_IMASK = 1 << 1
 CTL_ISTATUS = 1 << 2
 MASK64 = 0xFFFFFFFFFFFFFFFF
+WATCH_SCANNING = 0   # skvm_vcpu.watch_until while a scan runs: every timer write pokes
+WATCH_NEVER = MASK64  # ... while the watcher sleeps until a poke
 
 
 @dataclass(slots=True)
@@ -45,6 +49,10 @@ class _Watched:
 
     def __post_init__(self) -> None:
         self.timers = (self.state.timer[VTIMER], self.state.timer[PTIMER])
+
+
+def _store_watch(state: SkvmVcpu, until: int) -> None:
+    state.watch_until = until
 
 
 def comparator_deadline_ns(ctl: int, cval: int, offset: int) -> int | None:
@@ -74,8 +82,12 @@ def _armed(watched: _Watched) -> Iterator[tuple[int, int]]:
 class TimerIrq:
     """The host timer PPI of every loaded vCPU, served by one thread."""
 
-    def __init__(self, on_fire: Callable[[object, int], None]) -> None:
+    def __init__(self, on_fire: Callable[[object, int], None],
+                 publish: Callable[[SkvmVcpu, int], None] | None = None) -> None:
+        """``publish(state, until)`` stores ``watch_until`` with a full barrier (the shim's);
+        without it a plain store, enough where no core writes the timers meanwhile."""
         self._on_fire = on_fire
+        self._publish = publish or _store_watch
         self._lock = threading.Lock()
         self._watched: dict[object, _Watched] = {}
         self._wake_r, self._wake_w = os.pipe()
@@ -196,10 +208,14 @@ class TimerIrq:
                     pass
 
     def _scan(self) -> tuple[list[tuple[object, int]], float | None]:
-        now = monotonic_ns()
         due: list[tuple[object, int]] = []
         earliest: int | None = None
         with self._lock:
+            # Every write from here on pokes, until the sleep below is known: a write racing
+            # with this scan either is seen by it or wakes the select that follows.
+            for watched in self._watched.values():
+                self._publish(watched.state, WATCH_SCANNING)
+            now = monotonic_ns()
             for key, watched in self._watched.items():
                 if not watched.loaded:
                     continue
@@ -212,5 +228,8 @@ class TimerIrq:
             # Under the lock, so that a load/unmask/rearm after this scan sees where the sleep
             # ends and pokes if it exposes an earlier deadline.
             self._wake_at = earliest
+            until = WATCH_NEVER if earliest is None else earliest
+            for watched in self._watched.values():
+                self._publish(watched.state, until)
         timeout = None if earliest is None else max(0.0, (earliest - now) / 1e9)
         return due, timeout

@@ -94,6 +94,7 @@ class SkvmVcpu(ctypes.Structure):
         ("timer", SkvmTimer * 2),
         ("cntvoff", ctypes.c_uint64),
         ("timer_writes", ctypes.c_uint64),
+        ("watch_until", ctypes.c_uint64),
         ("n_intr", ctypes.c_uint64),
         ("n_sysreg_py", ctypes.c_uint64),
         ("n_sysreg_timer", ctypes.c_uint64),
@@ -234,6 +235,7 @@ class Native:
         for name in ("skvm_kick", "skvm_take_kick", "skvm_broadcast"):
             getattr(shim, name).argtypes = [ctypes.c_void_p]
         shim.skvm_counter_now.restype = ctypes.c_uint64
+        shim.skvm_publish_watch.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         native = cls(shim, uclib)
         addr = ctypes.cast
         shim.skvm_set_api(ctypes.byref(native.api),
@@ -249,6 +251,10 @@ class Native:
     def counter_now(self) -> int:
         """The guest-visible physical count (CNTPCT_EL0) right now."""
         return self.shim.skvm_counter_now()
+
+    def publish_watch(self, state: SkvmVcpu, until: int) -> None:
+        """Tell ``state``'s timer writes when the PPI watcher's sleep ends (with a barrier)."""
+        self.shim.skvm_publish_watch(ctypes.addressof(state), until)
 
 
 def free_engine(uc: unicorn.Uc) -> bool:

@@ -80,7 +80,7 @@ class ArchTimers:
         self.host_timers = timers
         self.ppi = dict(DEFAULT_PPI)
         self.cpus: dict[int, ArchTimerCpu] = {}
-        self.irq = TimerIrq(self._host_ppi_fired)
+        self.irq = TimerIrq(self._host_ppi_fired, vm.native.publish_watch)
         self.cntvoff = vm.cntvoff
 
     # --- set-up -------------------------------------------------------------------------

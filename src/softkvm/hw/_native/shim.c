@@ -107,6 +107,9 @@ struct skvm_vcpu {
     struct skvm_timer timer[2];
     uint64_t cntvoff;       /* CNTVOFF_EL2 in counter ticks */
     uint64_t timer_writes;  /* bumped on every CTL/CVAL/TVAL write */
+    /* When the timer PPI watcher's sleep ends (CLOCK_MONOTONIC ns; UINT64_MAX: it waits for
+     * a poke; 0, as set up: it is scanning, so every write pokes). Written by the watcher. */
+    volatile uint64_t watch_until;
 
     /* Counters (read by the stats layer). */
     uint64_t n_intr;
@@ -159,9 +162,26 @@ static uint64_t counter_now(void)
 
 uint64_t skvm_counter_now(void) { return counter_now(); }
 
-static void notify(struct skvm_vcpu *v)
+/* The watcher's side of notify(): a full barrier orders this store before its reads of the
+ * timers, as notify's fence orders a timer write before its read of watch_until. */
+void skvm_publish_watch(struct skvm_vcpu *v, uint64_t until)
 {
+    __atomic_store_n(&v->watch_until, until, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* A write to timer ``t``: poke the watcher only if the comparator now fires before its sleep
+ * ends. A later deadline it finds when it wakes anyway, a vanished one merely finds nothing; each
+ * poke costs the watcher a thread wake-up and a GIL hand-off, and Linux writes its timer at every
+ * tick and every idle entry. */
+static void notify(struct skvm_vcpu *v, const struct skvm_timer *t)
+{
+    uint64_t offset = t == &v->timer[0] ? v->cntvoff : 0, until;
     v->timer_writes++;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    until = __atomic_load_n(&v->watch_until, __ATOMIC_SEQ_CST);
+    if ((t->ctl & 3) != 1 || (until != 0 && (t->cval + offset) * 16 >= until))
+        return;
     if (v->notify_fd >= 0) {
         uint64_t one = 1;
         ssize_t r = write(v->notify_fd, &one, sizeof(one));
@@ -237,21 +257,21 @@ static uint64_t timer_access(struct skvm_vcpu *v, uint32_t enc, int is_write, ui
     case 0: /* TVAL: a signed 32-bit view of CVAL - count */
         if (is_write) {
             t->cval = count + (uint64_t)(int64_t)(int32_t)(uint32_t)wval;
-            notify(v);
+            notify(v, t);
             return 0;
         }
         return (uint64_t)(uint32_t)(t->cval - count);
     case 1: /* CTL: ISTATUS (bit 2) reports the condition whenever the timer is enabled */
         if (is_write) {
             t->ctl = wval & 3;
-            notify(v);
+            notify(v, t);
             return 0;
         }
         return t->ctl | (((t->ctl & 1) && t->cval <= count) ? 4u : 0u);
     default: /* CVAL */
         if (is_write) {
             t->cval = wval;
-            notify(v);
+            notify(v, t);
             return 0;
         }
         return t->cval;
