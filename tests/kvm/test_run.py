@@ -78,7 +78,10 @@ def test_wfi_blocks_until_the_irq_line_rises(guest):
     raised = []
 
     def raise_line():
-        time.sleep(0.2)
+        # Only once the vCPU sleeps in WFI: a slow start must not find the line already high.
+        deadline = time.monotonic() + 30
+        while not vcpu.blocked and time.monotonic() < deadline:
+            time.sleep(0.005)
         raised.append(time.monotonic())
         vm.irq_line(irq_line.encode(uapi.KVM_ARM_IRQ_TYPE_CPU, 0, uapi.KVM_ARM_IRQ_CPU_IRQ), 1)
 
