@@ -14,7 +14,7 @@ from softkvm.hw.core import ExitKind
 from softkvm.hw.generic_timer import (CTL_ENABLE, CTL_IMASK, PTIMER, VTIMER, WATCH_NEVER,
                                       TimerIrq)
 from softkvm.hw.native import SkvmVcpu
-from tests.support.machine import CODE, load, make_vm
+from tests.support.machine import CODE, kvm, load, make_vm
 
 DEADLINE = 30.0   # generous: only a bug waits this long
 
@@ -32,7 +32,7 @@ def watcher():
         fired.append((key, timer))
         event.set()
 
-    irq = TimerIrq(on_fire)
+    irq = TimerIrq(on_fire, kvm().native.publish_watch)
     yield irq, fired, event
     irq.stop()
 
@@ -137,9 +137,9 @@ POKE_CASES = [
 @pytest.mark.parametrize("what,ctl,wake_in_s,pokes", POKE_CASES, ids=[c[0] for c in POKE_CASES])
 def test_a_guest_timer_write_pokes_only_for_an_earlier_deadline(what, ctl, wake_in_s, pokes):
     vm, vcpus, ram = make_vm(1)
+    core = vcpus[0].core
+    fd = os.eventfd(0, os.EFD_NONBLOCK)
     try:
-        core = vcpus[0].core
-        fd = os.eventfd(0, os.EFD_NONBLOCK)
         core.state.notify_fd = fd                # ours, not the VM's watcher's
         wake_at = 0 if wake_in_s is None else monotonic_ns() + int(wake_in_s * 1e9)
         vm.native.publish_watch(core.state, wake_at)
@@ -156,9 +156,9 @@ def test_a_guest_timer_write_pokes_only_for_an_earlier_deadline(what, ctl, wake_
         except BlockingIOError:
             poked = False
         assert poked is pokes
+    finally:
         core.state.notify_fd = -1
         os.close(fd)
-    finally:
         vm.close()
 
 

@@ -51,10 +51,6 @@ class _Watched:
         self.timers = (self.state.timer[VTIMER], self.state.timer[PTIMER])
 
 
-def _store_watch(state: SkvmVcpu, until: int) -> None:
-    state.watch_until = until
-
-
 def comparator_deadline_ns(ctl: int, cval: int, offset: int) -> int | None:
     """Host CLOCK_MONOTONIC time at which a comparator's condition (counter - ``offset`` >=
     ``cval``) is met, or None if its output is off (not enabled, or IMASK)."""
@@ -83,11 +79,11 @@ class TimerIrq:
     """The host timer PPI of every loaded vCPU, served by one thread."""
 
     def __init__(self, on_fire: Callable[[object, int], None],
-                 publish: Callable[[SkvmVcpu, int], None] | None = None) -> None:
-        """``publish(state, until)`` stores ``watch_until`` with a full barrier (the shim's);
-        without it a plain store, enough where no core writes the timers meanwhile."""
+                 publish: Callable[[SkvmVcpu, int], None]) -> None:
+        """``publish(state, until)`` stores ``watch_until`` with a full barrier (the shim's
+        ``Native.publish_watch``)."""
         self._on_fire = on_fire
-        self._publish = publish or _store_watch
+        self._publish = publish
         self._lock = threading.Lock()
         self._watched: dict[object, _Watched] = {}
         self._wake_r, self._wake_w = os.pipe()
