@@ -42,7 +42,7 @@ install: $(STAMP) guests
 
 # The core first: Unicorn 2.1.4 from its PyPI source, patched and built for AArch64 only
 # (third_party/unicorn/README.md; about a minute), so that softkvm's unicorn==2.1.4 finds it.
-$(STAMP): pyproject.toml setup.py src/softkvm/hw/_native/shim.c $(UNICORN_DEPS)
+$(STAMP): pyproject.toml setup.py $(wildcard src/softkvm/hw/_native/*.[ch]) $(UNICORN_DEPS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet cmake

@@ -10,9 +10,11 @@ setup(
     ext_modules=[
         Extension(
             "softkvm.hw._native._shim",
-            sources=["src/softkvm/hw/_native/shim.c"],
+            sources=["src/softkvm/hw/_native/shim.c", "src/softkvm/hw/_native/timer_ppi.c"],
+            depends=["src/softkvm/hw/_native/shim.h"],
             include_dirs=[UNICORN_INCLUDE],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-pthread"],
+            extra_link_args=["-pthread"],
         )
     ]
 )

@@ -1,5 +1,6 @@
-"""The host timer PPI watcher: fires once per expiry of a loaded, unmasked timer, and is woken
-by load/unmask/re-arm only when they expose a deadline earlier than its planned wake-up."""
+"""The host timer PPI watcher (the shim's thread): marks and kicks once per expiry of a loaded,
+unmasked timer, and is woken by load/unmask/re-arm only when they expose a deadline earlier than
+its planned wake-up."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from softkvm.hw.clock import NS_PER_TICK, HostTimers, monotonic_ns
 from softkvm.hw.core import ExitKind
-from softkvm.hw.generic_timer import (CTL_ENABLE, CTL_IMASK, PTIMER, VTIMER, WATCH_NEVER,
-                                      TimerIrq)
+from softkvm.hw.generic_timer import (CTL_ENABLE, CTL_IMASK, MASK64, PTIMER, VTIMER,
+                                      WATCH_NEVER, TimerIrq)
 from softkvm.hw.native import SkvmVcpu
 from tests.support.machine import CODE, kvm, load, make_vm
 
@@ -25,15 +26,8 @@ def ticks_in(ms: float) -> int:
 
 @pytest.fixture
 def watcher():
-    fired: list[tuple[object, int]] = []
-    event = threading.Event()
-
-    def on_fire(key: object, timer: int) -> None:
-        fired.append((key, timer))
-        event.set()
-
-    irq = TimerIrq(on_fire, kvm().native.publish_watch)
-    yield irq, fired, event
+    irq = TimerIrq(kvm().native)
+    yield irq
     irq.stop()
 
 
@@ -49,38 +43,48 @@ def arm(state: SkvmVcpu, timer: int, cval: int, ctl: int = CTL_ENABLE) -> None:
     state.timer[timer].ctl = ctl
 
 
+def fired_soon(irq: TimerIrq, key: str, state: SkvmVcpu) -> int:
+    """The expiries marked for ``key`` within DEADLINE; the kick comes with them."""
+    wait_for(lambda: state.ppi_fired)
+    assert state.kick & 1, "an expiry kicks the vCPU"
+    state.kick = 0
+    return irq.take(key)
+
+
 def test_loaded_unmasked_timer_fires_once_until_rearmed(watcher):
-    irq, fired, event = watcher
+    irq = watcher
     state = SkvmVcpu()
     irq.register("v0", state)
     arm(state, VTIMER, 0)          # long expired (cntvoff 0)
     irq.load("v0")
-    assert event.wait(DEADLINE)
-    assert fired == [("v0", VTIMER)]
-    event.clear()
-    assert not event.wait(0.2)     # level still high, not re-armed: no second fire
+    assert fired_soon(irq, "v0", state) == 1 << VTIMER
+    assert irq.fires == 1
+    time.sleep(0.2)
+    assert irq.take("v0") == 0 and not state.kick   # level still high, not re-armed: no second
     irq.rearm("v0")
-    assert event.wait(DEADLINE) and fired == [("v0", VTIMER)] * 2
+    assert fired_soon(irq, "v0", state) == 1 << VTIMER and irq.fires == 2
 
 
 def test_masked_or_unloaded_timer_does_not_fire(watcher):
-    irq, fired, event = watcher
+    irq = watcher
     state = SkvmVcpu()
     irq.register("v0", state)
     arm(state, PTIMER, 0)
     irq.set_masked("v0", PTIMER, True)
     irq.load("v0")
-    assert not event.wait(0.2)
+    time.sleep(0.2)
     irq.put("v0")
     irq.set_masked("v0", PTIMER, False)
-    assert not event.wait(0.2)
+    time.sleep(0.2)
     arm(state, PTIMER, 0, CTL_ENABLE | CTL_IMASK)   # IMASK: the output is off
     irq.load("v0")
-    assert not event.wait(0.2) and fired == []
+    wait_for(lambda: irq.scans >= 1 and irq.wake_at_ns is None)
+    time.sleep(0.2)
+    assert irq.take("v0") == 0 and irq.fires == 0 and not state.kick
 
 
 def test_load_and_unmask_poke_only_for_an_earlier_deadline(watcher):
-    irq, _fired, event = watcher
+    irq = watcher
     soon, late = SkvmVcpu(), SkvmVcpu()
     irq.register("soon", soon)
     irq.register("late", late)
@@ -96,24 +100,26 @@ def test_load_and_unmask_poke_only_for_an_earlier_deadline(watcher):
     arm(late, VTIMER, 0)
     irq.load("late")               # already due: wake
     assert irq.pokes == pokes + 1
-    assert event.wait(DEADLINE)
+    assert fired_soon(irq, "late", late) == 1 << VTIMER
+    assert irq.take("soon") == 0
 
 
 def test_guest_write_after_a_silent_load_still_wakes_the_watcher(watcher):
     """A load that did not poke leaves the watcher asleep; the guest's timer write reaches it
-    through the vCPU's eventfd (the shim writes it for a deadline before the watcher's wake-up,
+    through the vCPU's notify_fd (the shim writes it for a deadline before the watcher's wake-up,
     and the watcher that sleeps until a poke publishes none)."""
-    irq, fired, event = watcher
+    irq = watcher
     state = SkvmVcpu()
     irq.register("v0", state)
+    assert state.notify_fd >= 0
     irq.load("v0")                 # no deadline: no poke
     arm(state, VTIMER, 0)
     os.eventfd_write(state.notify_fd, 1)
-    assert event.wait(DEADLINE) and fired == [("v0", VTIMER)]
+    assert fired_soon(irq, "v0", state) == 1 << VTIMER
 
 
 def test_each_scan_publishes_when_the_watcher_wakes(watcher):
-    irq, _, _ = watcher
+    irq = watcher
     state = SkvmVcpu()
     irq.register("v0", state)
     wait_for(lambda: state.watch_until == WATCH_NEVER)   # nothing armed: it waits for a poke
@@ -121,6 +127,23 @@ def test_each_scan_publishes_when_the_watcher_wakes(watcher):
     arm(state, VTIMER, cval)
     irq.load("v0")                                        # a sooner deadline: a poke, a scan
     wait_for(lambda: state.watch_until == cval * NS_PER_TICK)
+    assert irq.wake_at_ns == cval * NS_PER_TICK
+
+
+def test_a_far_deadline_is_never_and_stop_releases_the_vcpus():
+    """A CVAL beyond 64 bits of host ns is no deadline (not a wrapped, early one); after stop the
+    shim no longer pokes the closed eventfd."""
+    irq = TimerIrq(kvm().native)
+    state = SkvmVcpu()
+    irq.register("v0", state)
+    arm(state, VTIMER, MASK64 - 5)
+    irq.load("v0")
+    wait_for(lambda: irq.scans >= 2 or state.watch_until == WATCH_NEVER)
+    time.sleep(0.1)
+    assert irq.take("v0") == 0 and irq.wake_at_ns is None
+    irq.stop()
+    assert state.notify_fd == -1 and irq.take("v0") == 0 and irq.fires == 0
+    irq.stop()                     # twice is harmless
 
 
 # The shim's side: a guest timer write pokes the watcher's eventfd only for a deadline before the
@@ -162,8 +185,8 @@ def test_a_guest_timer_write_pokes_only_for_an_earlier_deadline(what, ctl, wake_
         vm.close()
 
 
-def _timer_slack_ns(thread: threading.Thread) -> int:
-    with open(f"/proc/{thread.native_id}/timerslack_ns") as f:  # a thread id works as a pid
+def _timer_slack_ns(tid: int) -> int:
+    with open(f"/proc/{tid}/timerslack_ns") as f:  # a thread id works as a pid
         return int(f.read())
 
 
@@ -171,11 +194,12 @@ def _timer_slack_ns(thread: threading.Thread) -> int:
                     reason="needs Linux's per-thread timerslack_ns")
 def test_the_timer_threads_wait_with_no_timer_slack(watcher):
     """KVM's timers are hard hrtimers; a thread's timed wait may otherwise end 50 us late."""
-    irq, _, _ = watcher
+    irq = watcher
     timers = HostTimers()
     try:
-        for thread in (irq._thread, timers._thread):
-            wait_for(lambda: _timer_slack_ns(thread) == 1)
-        assert _timer_slack_ns(threading.current_thread()) != 1  # set per thread, not for all
+        wait_for(lambda: irq.native_id != 0)
+        for tid in (irq.native_id, timers._thread.native_id):
+            wait_for(lambda: _timer_slack_ns(tid) == 1)
+        assert _timer_slack_ns(threading.get_native_id()) != 1  # set per thread, not for all
     finally:
         timers.stop()

@@ -95,6 +95,8 @@ class SkvmVcpu(ctypes.Structure):
         ("cntvoff", ctypes.c_uint64),
         ("timer_writes", ctypes.c_uint64),
         ("watch_until", ctypes.c_uint64),
+        ("ppi_state", ctypes.c_uint32),
+        ("ppi_fired", ctypes.c_uint32),
         ("n_intr", ctypes.c_uint64),
         ("n_sysreg_py", ctypes.c_uint64),
         ("n_sysreg_timer", ctypes.c_uint64),
@@ -218,6 +220,7 @@ class Native:
 
     shim: ctypes.CDLL
     uclib: ctypes.CDLL
+    fast: ctypes.PyDLL   # the same shim, for short calls that never block: they keep the GIL
     api: SkvmApi = field(default_factory=SkvmApi)
     exc_offset: int = 0  # where env->exception sits in a saved context (calibrated once)
 
@@ -236,7 +239,9 @@ class Native:
             getattr(shim, name).argtypes = [ctypes.c_void_p]
         shim.skvm_counter_now.restype = ctypes.c_uint64
         shim.skvm_publish_watch.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        native = cls(shim, uclib)
+        fast = ctypes.PyDLL(shim._name, handle=shim._handle)
+        _timer_ppi_signatures(shim, fast)
+        native = cls(shim, uclib, fast)
         addr = ctypes.cast
         shim.skvm_set_api(ctypes.byref(native.api),
                           addr(uclib.uc_emu_stop, ctypes.c_void_p),
@@ -255,6 +260,24 @@ class Native:
     def publish_watch(self, state: SkvmVcpu, until: int) -> None:
         """Tell ``state``'s timer writes when the PPI watcher's sleep ends (with a barrier)."""
         self.shim.skvm_publish_watch(ctypes.addressof(state), until)
+
+
+def _timer_ppi_signatures(shim: ctypes.CDLL, fast: ctypes.PyDLL) -> None:
+    """timer_ppi.c: creating and freeing the watcher (which joins its thread) release the GIL,
+    the rest are short and keep it."""
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int32
+    shim.skvm_ppi_new.restype = ptr
+    shim.skvm_ppi_new.argtypes = []
+    shim.skvm_ppi_free.argtypes = [ptr]
+    for name, args, res in (("skvm_ppi_register", [ptr, ptr], ctypes.c_int),
+                            ("skvm_ppi_load", [ptr, ptr, i32], None),
+                            ("skvm_ppi_put", [ptr, ptr], None),
+                            ("skvm_ppi_set_masked", [ptr, ptr, i32, i32], None),
+                            ("skvm_ppi_rearm", [ptr, ptr], None),
+                            ("skvm_ppi_take", [ptr], ctypes.c_uint32),
+                            ("skvm_ppi_info", [ptr, i32], ctypes.c_uint64)):
+        fn = getattr(fast, name)
+        fn.argtypes, fn.restype = args, res
 
 
 def free_engine(uc: unicorn.Uc) -> bool:

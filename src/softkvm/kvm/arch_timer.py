@@ -69,7 +69,6 @@ class ArchTimerCpu:
     enabled: bool = False
     bg_timer: HrTimer | None = None
     phys_active: list[bool] = field(default_factory=lambda: [False, False])
-    ppi_fired: list[bool] = field(default_factory=lambda: [False, False])
 
 
 class ArchTimers:
@@ -80,7 +79,7 @@ class ArchTimers:
         self.host_timers = timers
         self.ppi = dict(DEFAULT_PPI)
         self.cpus: dict[int, ArchTimerCpu] = {}
-        self.irq = TimerIrq(self._host_ppi_fired, vm.native.publish_watch)
+        self.irq = TimerIrq(vm.native)
         self.cntvoff = vm.cntvoff
 
     # --- set-up -------------------------------------------------------------------------
@@ -271,25 +270,18 @@ class ArchTimers:
 
     # --- the host timer PPI -------------------------------------------------------------
 
-    def _host_ppi_fired(self, key: object, index: int) -> None:
-        """Runs on the PPI thread: note it and take the vCPU out of the guest."""
-        vcpu: Vcpu = key  # type: ignore[assignment]
-        cpu = self.cpus[vcpu.vcpu_id]
-        cpu.ppi_fired[index] = True
-        if vcpu.tracer.on:  # where a timer interrupt's flow starts
-            vcpu.tracer.emit("kvm_timer_ppi", vcpu.vcpu_id, timer=index,
-                             irq=cpu.timers[index].irq)
-        vcpu.core.kick()
-
     def kvm_arch_timer_handler(self, vcpu: Vcpu) -> None:
-        """After an exit, with host interrupts on: raise the level of a timer that fired."""
-        cpu = self.cpus.get(vcpu.vcpu_id)
-        if cpu is None or not any(cpu.ppi_fired):
+        """After an exit, with host interrupts on: the timer PPI taken while the guest ran (the
+        watcher's marks) raises the level of each timer that fired."""
+        fired = self.irq.take(vcpu)
+        cpu = self.cpus.get(vcpu.vcpu_id) if fired else None
+        if cpu is None:
             return
         for ctx in cpu.timers:
-            if not cpu.ppi_fired[ctx.index]:
+            if not fired >> ctx.index & 1:
                 continue
-            cpu.ppi_fired[ctx.index] = False
+            if vcpu.tracer.on:  # where a timer interrupt's flow starts
+                vcpu.tracer.emit("kvm_timer_ppi", vcpu.vcpu_id, timer=ctx.index, irq=ctx.irq)
             if self.should_fire(vcpu, ctx):
                 # Always inject, even if ctx.level is already high: the vGIC cleared the mapped
                 # line when it queued the last expiry, so this is a new rising edge for it.
