@@ -35,6 +35,8 @@ from softkvm.arch.sysregs import sys_reg
 _V2 = 2
 _V3 = 3
 _APR_WIDTH = 32   # active-priority bits per AP0R/AP1R (GICH_APR) register
+_HCR_VGRP_IE = (G.HCR.VGrp0EIE.mask | G.HCR.VGrp0DIE.mask | G.HCR.VGrp1EIE.mask
+                | G.HCR.VGrp1DIE.mask)
 
 
 @dataclass(slots=True)
@@ -182,8 +184,23 @@ class VcpuInterface:
         return sum(f.val(1) for f, cond in conditions if cond)
 
     def maintenance(self) -> bool:
-        """Would the maintenance interrupt fire (HCR.En and some MISR condition)?"""
-        return bool(G.HCR.En.get(self.hcr)) and self.misr() != 0
+        """Would the maintenance interrupt fire (HCR.En and some MISR condition)? ``misr() != 0``
+        without building MISR: asked after every guest access to the interface."""
+        hcr = self.hcr
+        if not G.HCR.En.get(hcr):
+            return False
+        if hcr & _HCR_VGRP_IE:   # the group enable/disable conditions: rare, the long way
+            return self.misr() != 0
+        if G.HCR.LRENPIE.get(hcr) and self.eoi_count != 0:
+            return True
+        lay = self.layout
+        live = [lr for lr in self.lr if lr]   # an all-zero LR is invalid and asks for nothing
+        if any(lay.signals_eoi(lr) for lr in live):
+            return True
+        states = [lay.state.get(lr) for lr in live]
+        if G.HCR.UIE.get(hcr) and sum(1 for s in states if s != G.LR_STATE_INVALID) <= 1:
+            return True
+        return bool(G.HCR.NPIE.get(hcr)) and not any(s & G.LR_STATE_PENDING for s in states)
 
     def signal(self) -> tuple[bool, bool]:
         """(vIRQ, vFIQ) the interface asserts: the highest-priority pending LR of an enabled
