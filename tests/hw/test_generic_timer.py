@@ -5,6 +5,7 @@ its planned wake-up."""
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 
@@ -203,3 +204,40 @@ def test_the_timer_threads_wait_with_no_timer_slack(watcher):
         assert _timer_slack_ns(threading.get_native_id()) != 1  # set per thread, not for all
     finally:
         timers.stop()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_the_background_timer_wakes_a_blocked_vcpu_at_its_deadline(watcher):
+    """bg_arm: the watcher writes the vCPU's wake eventfd once the deadline falls (not before),
+    and bg_take reports it once."""
+    irq = watcher
+    state = SkvmVcpu()
+    irq.register("v0", state)
+    wake = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        deadline = monotonic_ns() + 50_000_000
+        irq.bg_arm("v0", deadline, wake)
+        assert _readable(wake, DEADLINE)
+        assert monotonic_ns() >= deadline and os.eventfd_read(wake) == 1
+        assert irq.bg_take("v0") and not irq.bg_take("v0") and irq.bg_fires == 1
+        assert irq.take("v0") == 0 and not state.kick   # no PPI, no kick: it was not loaded
+    finally:
+        os.close(wake)
+
+
+def test_a_cancelled_or_far_background_timer_never_wakes(watcher):
+    irq = watcher
+    state = SkvmVcpu()
+    irq.register("v0", state)
+    wake = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        irq.bg_arm("v0", monotonic_ns() + 100_000_000, wake)
+        irq.bg_cancel("v0")                       # vcpu_load came first
+        irq.bg_arm("v0", 1 << 70, wake)           # past 64 bits of ns: no deadline
+        assert not _readable(wake, 0.3)
+        assert not irq.bg_take("v0") and irq.bg_fires == 0 and irq.wake_at_ns is None
+    finally:
+        os.close(wake)

@@ -262,7 +262,7 @@ EXPECTED: dict[str, list[tuple[str, dict[str, object], object, str]]] = {
     "kvm_timer_restore_state": [("psci", {"timer": 0, "ctl": 0}, 0, ""),
                                 ("bg-timer", {"timer": 0, "ctl": 1}, 0, "")],
     "kvm_timer_ppi": [("vtimer", {"timer": 0, "irq": 27}, 0, "")],  # on the vCPU, as KVM
-    "kvm_timer_hrtimer_expire": [("bg-timer", {"timer": 0, "irq": 27}, 0, "softkvm-hrtimer")],
+    "kvm_timer_hrtimer_expire": [("bg-timer", {"timer": 0, "irq": 27}, 0, "")],  # the vCPU, woken
     "vgic_update_irq_pending": [("spi-v3", {"irq": 40, "level": True}, -1, ""),
                                 ("irqfd", {"irq": 41, "level": True}, -1, "irqfd-vm"),
                                 ("spi-v2", {"irq": 27, "level": False}, 0, "")],

@@ -6,7 +6,9 @@ emulated in C on every guest access), and when a comparator's condition is met t
 a timer PPI, which forces the vCPU out of the guest (``kvm_arch_timer_handler``). The PPI stays
 masked while KVM leaves it active (``phys_active``), so an asserted level does not re-trap.
 
-The shim plays that PPI with one native thread per VM (``_native/timer_ppi.c``): it sleeps until
+The shim plays that PPI with one native thread per VM (``_native/timer_ppi.c``), which also keeps
+the background timer of each vCPU blocked in WFI (``bg_arm``: it writes the vCPU's wake eventfd
+at the deadline, as KVM's bg_timer hrtimer wakes the vCPU's thread). For the PPI it sleeps until
 the earliest unmasked deadline of the loaded vCPUs, or until its eventfd says a guest timer write
 or a load, unmask or re-arm exposed an earlier one, then marks the expiry and kicks the vCPU. The
 vCPU's thread takes the mark after the exit (``take``), as KVM's PPI handler runs on the CPU the
@@ -35,7 +37,7 @@ MASK64 = 0xFFFFFFFFFFFFFFFF
 WATCH_SCANNING = 0   # skvm_vcpu.watch_until while a scan runs: every timer write pokes
 WATCH_NEVER = MASK64  # ... while the watcher sleeps until a poke
 # skvm_ppi_info's questions (timer_ppi.c)
-_FIRES, _POKES, _SCANS, _WAKE_AT, _TID = range(5)
+_FIRES, _POKES, _SCANS, _WAKE_AT, _TID, _BG_FIRES = range(6)
 
 
 def comparator_deadline_ns(ctl: int, cval: int, offset: int) -> int | None:
@@ -102,6 +104,29 @@ class TimerIrq:
         if watched is None or not watched[0].ppi_fired:
             return 0
         return self._fast.skvm_ppi_take(watched[1])
+
+    def bg_arm(self, key: object, deadline_ns: int, wake_fd: int) -> None:
+        """The vCPU blocks (vcpu_put, blocking): write ``wake_fd`` at ``deadline_ns`` unless
+        ``bg_cancel`` comes first. A deadline past 64 bits of ns never falls."""
+        watched = self._watched.get(key)
+        if watched is not None and self._ppi is not None and deadline_ns < WATCH_NEVER:
+            self._fast.skvm_ppi_bg_arm(self._ppi, watched[1], max(deadline_ns, 0), wake_fd)
+
+    def bg_cancel(self, key: object) -> None:
+        """The vCPU no longer blocks (vcpu_load)."""
+        watched = self._watched.get(key)
+        if watched is not None and self._ppi is not None:
+            self._fast.skvm_ppi_bg_cancel(self._ppi, watched[1])
+
+    def bg_take(self, key: object) -> bool:
+        """Whether the background timer woke the vCPU since the last call."""
+        watched = self._watched.get(key)
+        return (watched is not None and bool(watched[0].bg_fired)
+                and bool(self._fast.skvm_ppi_bg_take(watched[1])))
+
+    @property
+    def bg_fires(self) -> int:
+        return self._info(_BG_FIRES)
 
     def _info(self, what: int) -> int:
         return 0 if self._ppi is None else self._fast.skvm_ppi_info(self._ppi, what)

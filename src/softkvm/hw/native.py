@@ -97,6 +97,9 @@ class SkvmVcpu(ctypes.Structure):
         ("watch_until", ctypes.c_uint64),
         ("ppi_state", ctypes.c_uint32),
         ("ppi_fired", ctypes.c_uint32),
+        ("wake_fd", ctypes.c_int32),
+        ("bg_fired", ctypes.c_uint32),
+        ("bg_deadline", ctypes.c_uint64),
         ("n_intr", ctypes.c_uint64),
         ("n_sysreg_py", ctypes.c_uint64),
         ("n_sysreg_timer", ctypes.c_uint64),
@@ -275,6 +278,9 @@ def _timer_ppi_signatures(shim: ctypes.CDLL, fast: ctypes.PyDLL) -> None:
                             ("skvm_ppi_set_masked", [ptr, ptr, i32, i32], None),
                             ("skvm_ppi_rearm", [ptr, ptr], None),
                             ("skvm_ppi_take", [ptr], ctypes.c_uint32),
+                            ("skvm_ppi_bg_arm", [ptr, ptr, ctypes.c_uint64, i32], None),
+                            ("skvm_ppi_bg_cancel", [ptr, ptr], None),
+                            ("skvm_ppi_bg_take", [ptr], ctypes.c_uint32),
                             ("skvm_ppi_info", [ptr, i32], ctypes.c_uint64)):
         fn = getattr(fast, name)
         fn.argtypes, fn.restype = args, res

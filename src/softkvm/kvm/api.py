@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import mmap
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class Vm:
         self.has_run = False
         self.psci_version = P.VERSION_1_0
         self.cntvoff = counter_now()  # guest virtual time starts near 0 (kvm_timer_vcpu_init)
-        self.timers = ArchTimers(self, self.hrtimers)
+        self.timers = ArchTimers(self)
         self.coalesced_mmio = CoalescedMmio()
         self.published_mmio = PublishedMmio()
         self.closed = False
@@ -241,6 +242,7 @@ class Vm:
         self.hrtimers.stop()
         for vcpu in self.vcpus:
             vcpu.core.close()
+            os.close(vcpu.wake_fd)
 
 
 class Vcpu:
@@ -258,7 +260,9 @@ class Vcpu:
         self.run_struct = KvmRun()
         self.stats = VcpuStats()
         self.tracer = vm.tracer  # one attribute away from every run-loop trace site
-        self.cond = threading.Condition()
+        # Where a blocked vCPU sleeps (kvm_vcpu_block's rcuwait): any thread, and the native
+        # timer watcher without the GIL, wakes it with a write.
+        self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
         self.requests: set[str] = set()
         self.initialized = False
         self.features = 0

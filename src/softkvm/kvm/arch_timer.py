@@ -6,7 +6,8 @@ every guest access) and are saved/restored only at vcpu_put/vcpu_load. When a lo
 condition is met, the host timer PPI (``hw.generic_timer.TimerIrq``) forces an exit and
 ``kvm_arch_timer_handler`` raises the level; the PPI then stays masked (``phys_active``) until the
 guest deactivates the HW-mapped virtual interrupt — or, without an in-kernel irqchip, until the
-timer no longer fires (``kvm_timer_sync_user``). A vCPU blocked in WFI is woken by ``bg_timer``.
+timer no longer fires (``kvm_timer_sync_user``). A vCPU blocked in WFI is woken by its background
+timer, which the same native watcher keeps (``TimerIrq.bg_arm``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from softkvm.arch import sysregs as S
-from softkvm.hw.clock import HostTimers, HrTimer, counter_now, monotonic_ns
+from softkvm.hw.clock import counter_now, monotonic_ns
 from softkvm.hw.generic_timer import (
     CTL_ENABLE,
     CTL_IMASK,
@@ -67,16 +68,15 @@ class ArchTimerCpu:
 
     timers: list[ArchTimerContext]
     enabled: bool = False
-    bg_timer: HrTimer | None = None
+    bg_armed: bool = False   # the background timer (kept by the PPI watcher) is set
     phys_active: list[bool] = field(default_factory=lambda: [False, False])
 
 
 class ArchTimers:
     """The timers of a VM: per-vCPU state plus the host timer PPI and background timers."""
 
-    def __init__(self, vm: Vm, timers: HostTimers) -> None:
+    def __init__(self, vm: Vm) -> None:
         self.vm = vm
-        self.host_timers = timers
         self.ppi = dict(DEFAULT_PPI)
         self.cpus: dict[int, ArchTimerCpu] = {}
         self.irq = TimerIrq(vm.native)
@@ -218,9 +218,9 @@ class ArchTimers:
             self.update_irq(vcpu, ctx, level)
             phys_active[ctx.index] = vgic.kvm_vgic_map_is_active(  # type: ignore[attr-defined]
                 vcpu_id, ctx.irq) or level
-        if cpu.bg_timer is not None:
-            cpu.bg_timer.cancel()
-            cpu.bg_timer = None
+        if cpu.bg_armed:
+            cpu.bg_armed = False
+            self.irq.bg_cancel(vcpu)
         for ctx in cpu.timers:  # timer_restore_state
             live = ctx.hw
             live.cval = ctx.cnt_cval
@@ -249,24 +249,30 @@ class ArchTimers:
                                 cval=ctx.cnt_cval, timer=ctx.index)
         vcpu.stats.timer_saves += 1
         if blocking:
-            deadline = self.earliest_deadline_ns(vcpu)
-            if deadline is not None:
-                cpu.bg_timer = self.host_timers.arm(deadline, lambda: self._bg_expired(vcpu))
+            self._bg_arm(vcpu, cpu)
 
-    def _bg_expired(self, vcpu: Vcpu) -> None:
-        """kvm_bg_timer_expire: re-arm if early (host clock games), else wake the vCPU."""
-        cpu = self.cpus[vcpu.vcpu_id]
+    def _bg_arm(self, vcpu: Vcpu, cpu: ArchTimerCpu) -> None:
+        """kvm_timer_blocking: wake the blocked vCPU when its earliest timer falls."""
+        deadline = self.earliest_deadline_ns(vcpu)
+        if deadline is not None:
+            cpu.bg_armed = True
+            self.irq.bg_arm(vcpu, deadline, vcpu.wake_fd)
+
+    def bg_woken(self, vcpu: Vcpu) -> None:
+        """After each wake-up of a blocked vCPU (its thread): kvm_bg_timer_expire's re-arm if
+        the background timer fell early (a timer register set meanwhile), and its trace."""
+        cpu = self.cpus.get(vcpu.vcpu_id)
+        if cpu is None or not cpu.bg_armed or not self.irq.bg_take(vcpu):
+            return
         deadline = self.earliest_deadline_ns(vcpu)
         if deadline is not None and deadline > monotonic_ns():
-            cpu.bg_timer = self.host_timers.arm(deadline, lambda: self._bg_expired(vcpu))
+            self.irq.bg_arm(vcpu, deadline, vcpu.wake_fd)
             return
         if vcpu.tracer.on:  # the timers that are due now: the interrupts this wake-up brings
             for ctx in cpu.timers:
                 if self.should_fire(vcpu, ctx):
                     vcpu.tracer.emit("kvm_timer_hrtimer_expire", vcpu.vcpu_id, timer=ctx.index,
                                      irq=ctx.irq)
-        from softkvm.kvm.arm import kvm_vcpu_wake_up
-        kvm_vcpu_wake_up(vcpu)
 
     # --- the host timer PPI -------------------------------------------------------------
 

@@ -75,13 +75,14 @@ def kvm_vcpu_kick(vcpu: Vcpu) -> None:
     exit on its next entry (the kick is never cleared, see ``_run_once``)."""
     if vcpu.in_guest:
         vcpu.core.kick()
-    with vcpu.cond:
-        vcpu.cond.notify_all()
+    kvm_vcpu_wake_up(vcpu)
 
 
 def kvm_vcpu_wake_up(vcpu: Vcpu) -> None:
-    with vcpu.cond:
-        vcpu.cond.notify_all()
+    """rcuwait_wake_up: a vCPU asleep in ``_wait`` re-checks why it sleeps. Its flag is set
+    before that check, so a waker either changed what the check sees or writes here."""
+    if vcpu.blocked:
+        os.eventfd_write(vcpu.wake_fd, 1)
 
 
 def broadcast_flush(vcpu: Vcpu, tlbi: bool, code: CodeBroadcast) -> None:
@@ -106,18 +107,20 @@ def broadcast_flush(vcpu: Vcpu, tlbi: bool, code: CodeBroadcast) -> None:
         stats.remote_tb_page_flush += len(code)
 
 
-def _wait(vcpu: Vcpu, until: Callable[[], bool], deadline_of: Callable[[], float | None]) -> bool:
-    """Give up the physical CPU and sleep until ``until()`` or a signal; False on signal."""
+def _wait(vcpu: Vcpu, until: Callable[[], bool],
+          woken: Callable[[], None] | None = None) -> bool:
+    """Give up the physical CPU and sleep until ``until()`` or a signal; False on signal.
+    ``woken`` runs after each wake-up, before the check."""
     vm = vcpu.vm
     vm.pcpu.release(vcpu)
     vcpu.blocked = True
     try:
-        with vcpu.cond:
-            while not until():
-                if vcpu.signal_pending:
-                    return False
-                timeout = deadline_of()
-                vcpu.cond.wait(timeout)
+        while not until():
+            if vcpu.signal_pending:
+                return False
+            os.eventfd_read(vcpu.wake_fd)   # without the GIL; wakers write it (any thread)
+            if woken is not None:
+                woken()
         return True
     finally:
         vcpu.blocked = False
@@ -143,7 +146,7 @@ def kvm_vcpu_block(vcpu: Vcpu) -> None:
     stats.blocking = 1
     start = monotonic_ns()
     waits = not check_block()  # KVM's "waited": it counts no wake-up when nothing slept
-    woken = _wait(vcpu, check_block, lambda: None)
+    woken = _wait(vcpu, check_block, lambda: vcpu.vm.timers.bg_woken(vcpu))
     stats.blocking = 0
     if waits:
         stats.halt_wait_ns += monotonic_ns() - start
@@ -170,7 +173,7 @@ def check_vcpu_requests(vcpu: Vcpu) -> bool:
     """Act on pending requests; False when a signal interrupted a powered-off sleep."""
     if REQ_SLEEP in vcpu.requests or vcpu.power_off:
         vcpu.requests.discard(REQ_SLEEP)
-        if vcpu.power_off and not _wait(vcpu, lambda: not vcpu.power_off, lambda: None):
+        if vcpu.power_off and not _wait(vcpu, lambda: not vcpu.power_off):
             vcpu.requests.add(REQ_SLEEP)
             vcpu.stats.signal_exits += 1
             return False

@@ -103,6 +103,12 @@ struct skvm_vcpu {
     /* Expiries the watcher found and the hypervisor has not taken yet: bit 0 virtual, bit 1
      * physical (set by the watcher, taken by the vCPU's thread). */
     volatile uint32_t ppi_fired;
+    /* The background timer of a vCPU blocked in WFI (kvm_bg_timer_expire), kept by the same
+     * watcher: when it falls (CLOCK_MONOTONIC ns, SKVM_NEVER: none), the watcher writes the
+     * vCPU's wake_fd and sets bg_fired. */
+    int32_t wake_fd;
+    volatile uint32_t bg_fired;
+    uint64_t bg_deadline;
 
     /* Counters (read by the stats layer). */
     uint64_t n_intr;

@@ -13,6 +13,10 @@
  * as a Python thread each wake-up cost a thread switch plus a round of GIL hand-offs with the
  * vCPU threads that were handling their own exits.
  *
+ * The same thread keeps the background timer of each vCPU blocked in WFI (arch_timer.c's bg_timer,
+ * an hrtimer whose expiry wakes the vCPU's thread): it writes the vCPU's wake eventfd at the
+ * deadline vcpu_put armed, so a timer wake-up from WFI needs no Python thread either.
+ *
  * Each scan publishes when its sleep ends in every vCPU's watch_until (SKVM_WATCH_SCANNING while
  * it runs, SKVM_NEVER when it waits for a poke), so a guest timer write pokes only for a deadline
  * before that (notify() in shim.c).
@@ -42,13 +46,13 @@ struct skvm_ppi {
     int wake_fd;              /* eventfd: pokes, and every vCPU's notify_fd */
     volatile int32_t tid;     /* the watcher's thread id, once it runs */
     uint64_t wake_at;         /* when the current sleep ends (SKVM_NEVER: at a poke) */
-    uint64_t fires, pokes, scans;
+    uint64_t fires, pokes, scans, bg_fires;
     uint32_t n, cap;
     struct skvm_vcpu **vcpus;
 };
 
 enum { SKVM_PPI_FIRES = 0, SKVM_PPI_POKES = 1, SKVM_PPI_SCANS = 2, SKVM_PPI_WAKE_AT = 3,
-       SKVM_PPI_TID = 4 };
+       SKVM_PPI_TID = 4, SKVM_PPI_BG_FIRES = 5 };
 
 static uint64_t offset_of(const struct skvm_vcpu *v, int t) { return t == 0 ? v->cntvoff : 0; }
 
@@ -86,6 +90,21 @@ static void publish(struct skvm_ppi *p, uint64_t until)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+/* A blocked vCPU's background timer: wake its thread once due (lock held); returns the earliest
+ * deadline still to watch. */
+static uint64_t bg_expire(struct skvm_ppi *p, struct skvm_vcpu *v, uint64_t now, uint64_t earliest)
+{
+    uint64_t one = 1;
+    if (v->bg_deadline > now)
+        return v->bg_deadline < earliest ? v->bg_deadline : earliest;
+    v->bg_deadline = SKVM_NEVER;
+    __atomic_store_n(&v->bg_fired, 1, __ATOMIC_SEQ_CST);
+    p->bg_fires++;
+    if (v->wake_fd >= 0 && write(v->wake_fd, &one, sizeof(one)) < 0)
+        (void)errno; /* a full eventfd already wakes its reader */
+    return earliest;
+}
+
 /* Mark what is due and kick its vCPU; returns when the next deadline falls. */
 static uint64_t scan(struct skvm_ppi *p)
 {
@@ -98,6 +117,8 @@ static uint64_t scan(struct skvm_ppi *p)
     now = skvm_monotonic_ns();
     for (uint32_t i = 0; i < p->n; i++) {
         struct skvm_vcpu *v = p->vcpus[i];
+        if (v->bg_deadline != SKVM_NEVER)
+            earliest = bg_expire(p, v, now, earliest);
         if (!(v->ppi_state & SKVM_PPI_LOADED))
             continue;
         for (int t = 0; t < 2; t++) {
@@ -198,6 +219,8 @@ int skvm_ppi_register(struct skvm_ppi *p, struct skvm_vcpu *v)
         p->vcpus[p->n++] = v;
         v->ppi_state = 0;
         v->ppi_fired = 0;
+        v->bg_deadline = SKVM_NEVER;
+        v->bg_fired = 0;
         __atomic_store_n(&v->watch_until, p->wake_at, __ATOMIC_SEQ_CST);
         v->notify_fd = p->wake_fd;
     }
@@ -265,6 +288,34 @@ void skvm_ppi_rearm(struct skvm_ppi *p, struct skvm_vcpu *v)
         poke(p);
 }
 
+/* vcpu_put of a vCPU about to block: wake its thread through ``wake_fd`` at ``deadline`` (the
+ * earliest of its timers), unless cancelled first. */
+void skvm_ppi_bg_arm(struct skvm_ppi *p, struct skvm_vcpu *v, uint64_t deadline, int32_t wake_fd)
+{
+    int wake;
+    pthread_mutex_lock(&p->lock);
+    v->wake_fd = wake_fd;
+    v->bg_deadline = deadline;
+    wake = deadline < p->wake_at;
+    pthread_mutex_unlock(&p->lock);
+    if (wake)
+        poke(p);
+}
+
+/* vcpu_load: the background timer is no longer needed. Never pokes. */
+void skvm_ppi_bg_cancel(struct skvm_ppi *p, struct skvm_vcpu *v)
+{
+    pthread_mutex_lock(&p->lock);
+    v->bg_deadline = SKVM_NEVER;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Whether the background timer woke the vCPU since the last call. */
+uint32_t skvm_ppi_bg_take(struct skvm_vcpu *v)
+{
+    return __atomic_exchange_n(&v->bg_fired, 0, __ATOMIC_SEQ_CST);
+}
+
 /* The expiries found since the last call (bit per timer), for the vCPU's thread. */
 uint32_t skvm_ppi_take(struct skvm_vcpu *v)
 {
@@ -281,6 +332,7 @@ uint64_t skvm_ppi_info(struct skvm_ppi *p, int32_t what)
     case SKVM_PPI_POKES: value = __atomic_load_n(&p->pokes, __ATOMIC_RELAXED); break;
     case SKVM_PPI_SCANS: value = p->scans; break;
     case SKVM_PPI_WAKE_AT: value = p->wake_at; break;
+    case SKVM_PPI_BG_FIRES: value = p->bg_fires; break;
     default: value = (uint64_t)__atomic_load_n(&p->tid, __ATOMIC_SEQ_CST); break;
     }
     pthread_mutex_unlock(&p->lock);
