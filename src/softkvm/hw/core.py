@@ -259,6 +259,22 @@ class Core:
         self.uc.mmio_map(base, size, lambda _uc, off, sz, _u: read(off, sz), None,
                          lambda _uc, off, sz, val, _u: write(off, sz, val), None)
 
+    def map_cpu_interface(self, base: int, size: int, read: Callable[[int, int], int],
+                          write: Callable[[int, int, int], None]) -> None:
+        """The GICv2 virtual CPU interface frame: as ``map_mmio``, through the shim's callbacks,
+        which answer a spurious GICV_IAR read themselves while ``no_pending_lr`` is set."""
+        self._gicv_cbs = (N.PyGicvRead(lambda _cookie, off, sz: read(off, sz)),
+                          N.PyGicvWrite(lambda _cookie, off, sz, val: write(off, sz, val)))
+        st, shim = self.state, self._shim
+        st.py_gicv_read = ctypes.cast(self._gicv_cbs[0], ctypes.c_void_p).value
+        st.py_gicv_write = ctypes.cast(self._gicv_cbs[1], ctypes.c_void_p).value
+        err = self.native.uclib.uc_mmio_map(
+            self.uc._uch, ctypes.c_uint64(base), ctypes.c_size_t(size),
+            ctypes.c_void_p(shim.skvm_gicv_read_cb()), ctypes.c_void_p(self._state_p),
+            ctypes.c_void_p(shim.skvm_gicv_write_cb()), ctypes.c_void_p(self._state_p))
+        if err != U.UC_ERR_OK:
+            raise unicorn.UcError(err)
+
     def close(self) -> None:
         """Free the engine, after which the RAM buffers are no longer referenced. Freeing it
         outright takes well under a millisecond, where deleting its hooks and unmapping RAM

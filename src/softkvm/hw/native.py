@@ -36,6 +36,10 @@ IC_PAGES = 64  # SKVM_IC_PAGES: IC IVAU pages one slice records before it counts
 IC_ALL = 0xFFFFFFFF  # SKVM_IC_ALL
 TLBI_OPS = 64  # SKVM_TLBI_OPS: TLBI ...IS by VA one slice records for the others to replay
 
+# uint64 read(void *cookie, uint64 offset, uint32 size); void write(..., uint64 value)
+PyGicvRead = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32)
+PyGicvWrite = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
+                               ctypes.c_uint64)
 # int cb(void *cookie, uint32 encoding, uint32 is_write, uint64 wval, uint64 *rval)
 PySysregCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
                                     ctypes.c_uint32, ctypes.c_uint64,
@@ -130,6 +134,11 @@ class SkvmVcpu(ctypes.Structure):
         ("n_bcast_tlbi_va", ctypes.c_uint64),
         ("n_bcast_all_code", ctypes.c_uint64),
         ("n_bcast_pages", ctypes.c_uint64),
+        ("py_gicv_read", ctypes.c_void_p),
+        ("py_gicv_write", ctypes.c_void_p),
+        ("no_pending_lr", ctypes.c_uint32),
+        ("pad_gicv", ctypes.c_uint32),
+        ("n_gicv_spurious", ctypes.c_uint64),
     ]
 
 
@@ -236,7 +245,8 @@ class Native:
             raise NativeShimError("the native shim does not match hw/native.py: rebuild with "
                                   "`make install`")
         for name in ("skvm_block_cb", "skvm_intr_cb", "skvm_unmapped_cb", "skvm_mrs_cb",
-                     "skvm_msr_cb", "skvm_sys_cb", "skvm_parallel_cb"):
+                     "skvm_msr_cb", "skvm_sys_cb", "skvm_parallel_cb", "skvm_gicv_read_cb",
+                     "skvm_gicv_write_cb"):
             getattr(shim, name).restype = ctypes.c_void_p
         for name in ("skvm_kick", "skvm_take_kick", "skvm_broadcast"):
             getattr(shim, name).argtypes = [ctypes.c_void_p]

@@ -263,6 +263,12 @@ class VcpuInterface:
     def _group_enabled(self, group: int) -> bool:
         return self.vmcr.grpen1 if group else self.vmcr.grpen0
 
+    def has_pending_lr(self) -> bool:
+        """Whether some LR is pending: without one, an IAR read returns 1023 and changes
+        nothing (what the hardware's GICV frame answers without the hypervisor)."""
+        state = self.layout.state
+        return any(state.get(lr) == G.LR_STATE_PENDING for lr in self.lr if lr)
+
     def _highest_pending_lr(self) -> int | None:
         """Pending-only LR of an enabled group with the lowest priority value; first LR wins."""
         lay = self.layout

@@ -342,6 +342,7 @@ class Vcpu:
         return read_vcpu_stats(self.stats, {
             "core_slices": core.stats.slices, "core_kicks": core.stats.kicks,
             "sysreg_emulated": state.n_sysreg_py, "timer_sysreg_accesses": state.n_sysreg_timer,
+            "vcpu_if_accesses": self.stats.vcpu_if_accesses + state.n_gicv_spurious,
         }, dict(core.stats.reflected))
 
     # --- registers and state ------------------------------------------------------------------

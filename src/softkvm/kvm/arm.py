@@ -328,7 +328,11 @@ def _flush(vcpu: Vcpu) -> None:
     vgic = vcpu.vm.vgic
     if vgic is not None:
         vgic.kvm_vgic_flush_hwstate(vcpu.vcpu_id)
-        vcpu.core.set_irq_lines(*vgic.vcpu_if(vcpu.vcpu_id).signal())
+        vif = vgic.vcpu_if(vcpu.vcpu_id)
+        core = vcpu.core
+        core.set_irq_lines(*vif.signal())
+        if vgic.is_v2:  # the GICV frame answers a spurious IAR read by itself
+            core.state.no_pending_lr = not vif.has_pending_lr()
     else:
         vcpu.core.set_irq_lines(*vcpu.irq_lines)
 

@@ -66,6 +66,7 @@ def connect_vcpu(vgic: Vgic, vcpu: Vcpu) -> None:
     """At the vCPU's first run: map the vGIC frames and its CPU interface into its core."""
     core, vcpu_id = vcpu.core, vcpu.vcpu_id
     vif = vgic.vcpu_if(vcpu_id)
+    state = core.state
 
     def on_change() -> None:  # the virtual CPU interface re-drives the core's inputs
         # An exit is needed when a line rises (the core notices HCR_EL2.VI/VF only back in its
@@ -77,6 +78,7 @@ def connect_vcpu(vgic: Vgic, vcpu: Vcpu) -> None:
         irq, fiq = vif.signal()
         rises = (irq and not core.hcr & S.HCR_VI) or (fiq and not core.hcr & S.HCR_VF)
         core.set_irq_lines(irq, fiq)
+        state.no_pending_lr = not vif.has_pending_lr()
         if rises or vif.maintenance():
             core.kick()
 
@@ -84,7 +86,7 @@ def connect_vcpu(vgic: Vgic, vcpu: Vcpu) -> None:
     vif.tracer, vif.trace_vcpu = vcpu.tracer, vcpu_id  # the guest's acks/EOIs in the trace
     for base, size, read, write in vgic.mmio_regions(vcpu_id):
         if base == vgic.cpu_base:  # GICv2 CPU interface: the hardware's GICV, no exit
-            core.map_mmio(base, size, _vif_read(vcpu, read), _vif_write(vcpu, write))
+            core.map_cpu_interface(base, size, _vif_read(vcpu, read), _vif_write(vcpu, write))
         else:
             core.map_mmio(base, size, _counted_read(vcpu, base, read),
                           _counted_write(vcpu, base, write))

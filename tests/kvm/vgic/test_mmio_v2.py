@@ -6,9 +6,13 @@ from __future__ import annotations
 import pytest
 
 from softkvm.arch import gic as G
+from softkvm.kvm import uapi
 from softkvm.kvm.vgic.vgic import kvm_vgic_create
+from tests.kvm.test_irqfd import CPU_IF, REPORT, make_gic_vm
+from tests.kvm.test_irqfd import DIST as DIST_BASE
 from tests.kvm.vgic.fakes import V2, FakeVm, enable_spi, guest_enable, make_vgic
 from tests.kvm.vgic.regtable import Row, run_row
+from tests.support.machine import CODE, load, start_at
 
 ALL = 0xFFFFFFFF
 IIDR = 0x4B00343B          # KVM, revision 3, ARM
@@ -179,3 +183,53 @@ def test_guest_access_before_init_and_from_unknown_vcpus_is_raz_wi():
     assert vgic.cpu_mmio_read(5, G.GICC_IIDR, 4) == 0
     vgic.dist_mmio_write(5, G.GICD_CTLR, 4, 1)
     assert not vgic.enabled
+
+
+# --- the GICV frame on the real core: a spurious IAR read is answered by the shim ---------------
+
+GICV_GUEST = f"""
+    ldr x1, ={DIST_BASE}
+    mov w2, #1
+    str w2, [x1]                 // GICD_CTLR.Enable
+    ldr x3, ={CPU_IF}
+    mov w2, #0xff
+    str w2, [x3, #4]             // GICC_PMR
+    mov w2, #1
+    str w2, [x3]                 // GICC_CTLR.EnableGrp0
+    ldr x6, ={REPORT}
+    ldr w4, [x3, #0xc]           // GICC_IAR, nothing pending: 1023
+    str w4, [x6]
+    ldr w2, =0x02000001
+    str w2, [x1, #0xf00]         // GICD_SGIR: SGI 1 to this CPU
+1:  ldr w4, [x3, #0xc]           // GICC_IAR until it returns the SGI
+    and w5, w4, #0x3ff
+    cmp w5, #1020
+    b.hs 1b
+    str w4, [x3, #0x10]          // GICC_EOIR
+    str w5, [x6, #4]
+    ldr w4, [x3, #0xc]           // nothing pending again: 1023
+    str w4, [x6, #8]
+    b .
+"""
+
+
+def test_a_spurious_gicv_iar_read_is_answered_without_python():
+    """While no list register is pending the shim returns 1023 for GICV_IAR itself (the GIC's
+    no-candidate case changes no state); an IAR read with the SGI in an LR still reaches the
+    Python CPU interface, which acknowledges it. Counted as CPU interface accesses either way."""
+    vm, vcpu, ram, _dev = make_gic_vm(uapi.KVM_DEV_TYPE_ARM_VGIC_V2)
+    try:
+        load(vm, ram, CODE, GICV_GUEST)
+        start_at(vcpu, CODE)
+        reports = []
+        while len(reports) < 3:
+            run = vcpu.run()
+            assert run.exit_reason == uapi.KVM_EXIT_MMIO, run.exit_name
+            reports.append((run.mmio.phys_addr - REPORT,
+                            int.from_bytes(run.mmio.data[:4], "little")))
+        assert reports == [(0, 1023), (4, 1), (8, 1023)]
+        state = vcpu.core.state
+        assert state.n_gicv_spurious == 2     # the first and the last read
+        assert vcpu.read_stats().softkvm["vcpu_if_accesses"] >= 2 + 4  # + PMR, CTLR, IAR, EOIR
+    finally:
+        vm.close()

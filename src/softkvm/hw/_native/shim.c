@@ -78,6 +78,30 @@ static void block_cb(uc_engine *uc, uint64_t address, uint32_t size, void *user)
     }
 }
 
+/* --- the GICv2 virtual CPU interface frame ---------------------------------------------- */
+
+#define SKVM_GICV_IAR 0x0C
+#define SKVM_INTID_SPURIOUS 1023u
+
+static uint64_t gicv_read(uc_engine *uc, uint64_t offset, unsigned size, void *user)
+{
+    struct skvm_vcpu *v = user;
+    (void)uc;
+    if (offset == SKVM_GICV_IAR && size == 4 && v->no_pending_lr) {
+        v->n_gicv_spurious++;
+        return SKVM_INTID_SPURIOUS;
+    }
+    return v->py_gicv_read ? v->py_gicv_read(v->py_cookie, offset, size) : 0;
+}
+
+static void gicv_write(uc_engine *uc, uint64_t offset, unsigned size, uint64_t value, void *user)
+{
+    struct skvm_vcpu *v = user;
+    (void)uc;
+    if (v->py_gicv_write)
+        v->py_gicv_write(v->py_cookie, offset, size, value);
+}
+
 /* --- exceptions the core reports instead of delivering ----------------------------------- */
 
 static void intr_cb(uc_engine *uc, uint32_t intno, void *user)
@@ -435,6 +459,8 @@ void *skvm_mrs_cb(void) { return (void *)mrs_cb; }
 void *skvm_msr_cb(void) { return (void *)msr_cb; }
 void *skvm_sys_cb(void) { return (void *)sys_cb; }
 void *skvm_parallel_cb(void) { return (void *)parallel_cb; }
+void *skvm_gicv_read_cb(void) { return (void *)gicv_read; }
+void *skvm_gicv_write_cb(void) { return (void *)gicv_write; }
 
 /* Importable as a module too, so the package build treats it as an ordinary extension. */
 static struct PyModuleDef shim_module = {

@@ -37,6 +37,9 @@ enum skvm_sysreg_policy {
 /* Python callback for SKVM_SR_PY_*: returns 1 if handled (value in *rval for reads). */
 typedef int (*skvm_py_sysreg_cb)(void *vcpu, uint32_t encoding, uint32_t is_write, uint64_t wval,
                                  uint64_t *rval);
+/* Python callbacks for the GICv2 virtual CPU interface frame (offset in the frame). */
+typedef uint64_t (*skvm_py_gicv_read_cb)(void *vcpu, uint64_t offset, uint32_t size);
+typedef void (*skvm_py_gicv_write_cb)(void *vcpu, uint64_t offset, uint32_t size, uint64_t value);
 
 /* softkvm's core: UC_CTL_PARALLEL and UC_CTL_INVALIDATE_PHYS (numbered after
  * UC_CTL_CONTEXT_MODE, as hw/core.py numbers them), the events of its callback, and the kick
@@ -147,6 +150,18 @@ struct skvm_vcpu {
     uint64_t n_bcast_tlbi_va;  /* TLBI ...IS by VA it sent to be replayed */
     uint64_t n_bcast_all_code; /* IC IALLUIS, or more pages than a request holds */
     uint64_t n_bcast_pages;    /* IC IVAU pages */
+
+    /* The GICv2 virtual CPU interface frame (GICV), mapped with the shim's MMIO callbacks. A
+     * GICV_IAR read while no list register is pending returns 1023 and changes nothing (the
+     * GIC's no-candidate case): the shim answers it, as the hardware GICV frame does without a
+     * trap. Linux's GICv2 handler ends every interrupt with such a read. Everything else goes
+     * to Python. no_pending_lr is the hypervisor's word for it (set at each entry and after each
+     * access that changed the interface; 0: ask Python). */
+    skvm_py_gicv_read_cb py_gicv_read;
+    skvm_py_gicv_write_cb py_gicv_write;
+    uint32_t no_pending_lr;
+    uint32_t pad_gicv;
+    uint64_t n_gicv_spurious;  /* GICV_IAR reads answered here */
 };
 
 /* CLOCK_MONOTONIC in ns, and the counter Unicorn's CNTPCT_EL0 returns (62.5 MHz: 16 ns a tick). */
