@@ -124,3 +124,61 @@ def test_registers_beyond_the_limit_are_refused(vm1, monkeypatch):
     with pytest.raises(KvmError) as info:
         vm.register_published_mmio(FR + 8, 4)
     assert info.value.errno == errno.ENOSPC
+
+
+# --- banked registers: one vCPU's own, withdrawn until published ---------------------------------
+
+IAR = 0x0801000C
+DONE = IAR + 8
+# The result leaves through a store (an MMIO exit): powering off would stop every vCPU.
+READ_IAR = f"ldr x0, ={IAR}\n ldr w1, [x0]\n str w1, [x0, #8]"
+
+
+def served(run) -> bool:
+    """The IAR load was answered in the kernel or core: the run exits at the store after it."""
+    return run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == DONE
+
+
+def test_a_banked_register_is_read_by_its_vcpu_only(publishing_vm):
+    vm, first, ram, _mode = publishing_vm
+    second = vm.vcpus[1]
+    first.register_published_mmio(IAR, 4).publish(1023)
+    assert served(run_source(vm, first, ram, READ_IAR)) and first.core.get_x(1) == 1023
+    run = run_source(vm, second, ram, READ_IAR)   # not its register: the load exits
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == IAR
+
+
+def test_a_banked_register_starts_withdrawn_and_toggles(publishing_vm):
+    vm, vcpu, ram, _mode = publishing_vm
+    iar = vcpu.register_published_mmio(IAR, 4)
+    assert not iar.live
+    run = run_source(vm, vcpu, ram, READ_IAR)     # withdrawn: the load exits
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == IAR
+    iar.publish(1023)
+    iar.withdraw()
+    run = run_source(vm, vcpu, ram, READ_IAR)
+    assert run.exit_reason == uapi.KVM_EXIT_MMIO and run.mmio.phys_addr == IAR
+    reads = vm.read_stats().softkvm["published_mmio_reads"]
+    iar.publish(1022)
+    assert served(run_source(vm, vcpu, ram, READ_IAR)) and vcpu.core.get_x(1) == 1022
+    assert vm.read_stats().softkvm["published_mmio_reads"] == reads + 1
+
+
+def test_banked_registers_share_an_address_but_not_with_the_vm(publishing_vm):
+    vm, vcpu, _ram, _mode = publishing_vm
+    vcpu.register_published_mmio(IAR, 4)
+    vm.vcpus[1].register_published_mmio(IAR, 4)     # another vCPU's bank: allowed
+    for register in (lambda: vcpu.register_published_mmio(IAR, 4),
+                     lambda: vm.register_published_mmio(IAR, 4)):
+        with pytest.raises(KvmError) as info:
+            register()
+        assert info.value.errno == errno.EEXIST
+
+
+def test_toggling_reuses_the_two_tables(publishing_vm):
+    vm, vcpu, _ram, _mode = publishing_vm
+    iar = vcpu.register_published_mmio(IAR, 4)
+    for _ in range(100):
+        iar.publish(1023)
+        iar.withdraw()
+    assert len(vm.published_mmio._tables) <= 2 * len(vm.vcpus) + 2

@@ -256,7 +256,7 @@ class Vcpu:
         self.core = Core(vm.native, regions, self.mpidr)
         self.core.on_broadcast = lambda core, tlbi, code: arm.broadcast_flush(self, tlbi, code)
         vm.coalesced_mmio.attach(self.core)
-        vm.published_mmio.attach(self.core)
+        vm.published_mmio.attach(self.core, vcpu_id)
         self.run_struct = KvmRun()
         self.stats = VcpuStats()
         self.tracer = vm.tracer  # one attribute away from every run-loop trace site
@@ -331,6 +331,15 @@ class Vcpu:
         """What a VMM does with pthread_kill(SIG_IPI): KVM_RUN returns with KVM_EXIT_INTR."""
         self.signal_pending = True
         arm.kvm_vcpu_kick(self)
+
+    def register_published_mmio(self, addr: int, size: int) -> PublishedRegister:
+        """KVM_CAP_SOFTKVM_PUBLISHED_MMIO for a register banked per vCPU (softkvm's own): as
+        ``Vm.register_published_mmio``, but only this vCPU's loads read it, and it starts
+        withdrawn (its loads exit) until its first ``publish``. For a register whose reads have
+        a side effect in some states only (a GIC CPU interface's IAR, which acknowledges):
+        publish while a read has none, withdraw before it may."""
+        with self.vm.lock:
+            return self.vm.published_mmio.register(addr, size, vcpu=self.vcpu_id)
 
     # --- KVM_GET_STATS_FD ----------------------------------------------------------------------
 

@@ -47,7 +47,8 @@ def io_mem_abort(vcpu: Vcpu, exit_: CoreExit) -> int:
     run = vcpu.run_struct
     if insn.is_load:
         published = vcpu.vm.published_mmio
-        value = published.read(exit_.addr, insn.size) if published.registers else None
+        value = (published.read(exit_.addr, insn.size, vcpu.vcpu_id) if published.registers
+                 else None)
         if value is not None:  # kvm_io_bus_read took it: a published register (stock core)
             MMIO_DATA.pack_into(run.mmio.data, 0, value)
             vcpu.stats.mmio_exit_kernel += 1

@@ -95,7 +95,9 @@ def build(config: VmConfig, kvm: Kvm | None = None) -> Machine:
     else:
         from softkvm.vmm.irqchip import user as user_irqchip
 
-        irqchip = user_irqchip.create(vm, layout, bus, runner)
+        publish = config.published_mmio and vm.check_extension(
+            uapi.KVM_CAP_SOFTKVM_PUBLISHED_MMIO)
+        irqchip = user_irqchip.create(vm, layout, bus, runner, publish_iar=publish)
     console_out = console.ConsoleWriter(config.console_out)
     uart = Pl011(irq=irqchip.level_line(layout.uart_intid), write=console_out)
     bus.add(layout.uart.base, layout.uart.size, uart, "pl011")

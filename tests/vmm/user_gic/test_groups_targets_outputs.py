@@ -9,8 +9,8 @@ from softkvm.errors import ConfigError
 from softkvm.kvm import uapi
 from softkvm.vmm.irqchip.user_gic import LINE_FIQ, LINE_IRQ, UserGic
 
-from tests.vmm.user_gic.helpers import (GICC_CTLR_EN_GRP0, GICC_CTLR_EN_GRP1, FakeLines, iar,
-                                        make_guest)
+from tests.vmm.user_gic.helpers import (GICC_CTLR_EN_GRP0, GICC_CTLR_EN_GRP1, FakeLines, Guest,
+                                        iar, make_guest)
 
 SPURIOUS, SPURIOUS_G1 = 1023, 1022
 SPI, SPI2 = 40, 41
@@ -312,3 +312,50 @@ def test_bad_inputs():
         gic.set_ppi(0, 15, True)
     with pytest.raises(ConfigError, match="no PPI 20 on CPU 2"):
         gic.set_ppi(2, 20, True)
+
+
+# --- "quiet": nothing forwarded, so GICC_IAR reads 1023 with no side effect ----------------------
+
+
+def test_quiet_cpus_are_reported_before_their_lines_rise_and_iar_agrees():
+    """The VMM publishes a quiet CPU's IAR as 1023 (no exit): it must hear that a CPU stops
+    being quiet before that CPU's line rises, and every CPU it hears is quiet must read 1023."""
+    events: list[tuple] = []
+    lines = FakeLines()
+
+    def line(cpu, which, level):
+        events.append(("line", cpu, which, level))
+        lines(cpu, which, level)
+
+    gic = UserGic(2, line, nr_irqs=64,
+                  set_cpu_quiet=lambda cpu, quiet: events.append(("quiet", cpu, quiet)))
+    g = Guest(gic, lines)
+    gic.model.flush_lines()
+    assert events == [("quiet", 0, True), ("quiet", 1, True)]
+    g.boot()
+    g.setup(40, targets=0b01)
+    events.clear()
+    gic.set_spi(40, True)                       # pending for CPU 0 only
+    assert events == [("quiet", 0, False), ("line", 0, LINE_IRQ, True)]
+    assert g.ack(1) == G.INTID_SPURIOUS         # CPU 1 stayed quiet
+    events.clear()
+    assert g.ack(0) == iar(40)                  # the last pending one: quiet again
+    assert events == [("quiet", 0, True), ("line", 0, LINE_IRQ, False)]
+    assert g.ack(0) == G.INTID_SPURIOUS and not lines.irq(0)
+    events.clear()
+    g.eoi(iar(40))
+    gic.set_spi(40, False)
+    assert ("quiet", 0, False) not in events     # nothing forwarded either way: no report
+
+
+def test_a_masked_pending_interrupt_is_not_quiet():
+    """Quiet means nothing forwarded at all, not merely nothing signalled: a pending interrupt
+    under PMR keeps IAR on the exit path (its read still returns 1023, from the model)."""
+    reports = []
+    lines = FakeLines()
+    gic = UserGic(1, lines, nr_irqs=64, set_cpu_quiet=lambda _cpu, quiet: reports.append(quiet))
+    g = Guest(gic, lines)
+    g.boot(pmr=0x80)
+    g.setup(40, priority=0xA0)
+    gic.set_spi(40, True)
+    assert reports[-1] is False and g.ack() == G.INTID_SPURIOUS

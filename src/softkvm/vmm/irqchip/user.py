@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from softkvm.kvm.api import Vm
+from softkvm.arch import gic as G
+from softkvm.kvm.api import PublishedRegister, Vm
 from softkvm.vmm.bus import Bus
 from softkvm.vmm.irqchip.user_gic import SpiLine, UserGic, UserGicExitHook, VcpuContext, VmCpuLines
 from softkvm.vmm.layout import VirtLayout
@@ -32,8 +33,33 @@ class UserIrqChip:
         pass
 
 
-def create(vm: Vm, layout: VirtLayout, bus: Bus, runner: Runner) -> UserIrqChip:
-    gic = UserGic(len(vm.vcpus), VmCpuLines(vm), nr_irqs=256, tracer=vm.tracer)
+@dataclass(frozen=True, slots=True)
+class PublishedIar:
+    """Each vCPU's GICC_IAR as a banked published register: 1023 while nothing is forwarded
+    to that CPU (such a read changes nothing), withdrawn before anything is. Linux's GICv2
+    handler ends every interrupt with an IAR read that finds nothing: no exit for it."""
+
+    registers: tuple[PublishedRegister, ...]
+
+    @classmethod
+    def register(cls, vm: Vm, layout: VirtLayout) -> PublishedIar:
+        iar = layout.gic_cpu.base + G.GICC_IAR  # type: ignore[union-attr]
+        return cls(tuple(v.register_published_mmio(iar, 4) for v in vm.vcpus))
+
+    def __call__(self, cpu: int, quiet: bool) -> None:
+        if quiet:
+            self.registers[cpu].publish(G.INTID_SPURIOUS)
+        else:
+            self.registers[cpu].withdraw()
+
+
+def create(vm: Vm, layout: VirtLayout, bus: Bus, runner: Runner,
+           publish_iar: bool = False) -> UserIrqChip:
+    """``publish_iar``: answer a spurious GICC_IAR read without an exit (PublishedIar)."""
+    quiet = PublishedIar.register(vm, layout) if publish_iar else None
+    gic = UserGic(len(vm.vcpus), VmCpuLines(vm), nr_irqs=256, tracer=vm.tracer,
+                  set_cpu_quiet=quiet)
+    gic.model.flush_lines()   # every CPU starts quiet: its IAR is published from the start
     context = VcpuContext()
     dist, cpuif = gic.banked_windows(context)
     bus.add(layout.gic_dist.base, layout.gic_dist.size, dist, "gic-dist")

@@ -40,7 +40,7 @@ from softkvm.kvm import irq_line, uapi
 from softkvm.vmm.irqchip.user_gic.cpuif import CpuInterface
 from softkvm.vmm.irqchip.user_gic.dist import Distributor
 from softkvm.vmm.irqchip.user_gic.gic import (DEFAULT_NR_IRQS, LINE_FIQ, LINE_IRQ, GicModel,
-                                              LineSink)
+                                              LineSink, QuietSink)
 
 if TYPE_CHECKING:
     from softkvm.kvm.api import Vcpu, Vm
@@ -117,8 +117,11 @@ class UserGic:
     """A GICv2 for ``nr_cpus`` vCPUs and ``nr_irqs`` INTIDs, driving ``set_cpu_line``."""
 
     def __init__(self, nr_cpus: int, set_cpu_line: LineSink,
-                 nr_irqs: int = DEFAULT_NR_IRQS, tracer: Tracer | None = None) -> None:
-        self.model = GicModel(nr_cpus, set_cpu_line, nr_irqs, tracer)
+                 nr_irqs: int = DEFAULT_NR_IRQS, tracer: Tracer | None = None,
+                 set_cpu_quiet: QuietSink | None = None) -> None:
+        """``set_cpu_quiet(cpu, quiet)``: told when a CPU has nothing forwarded any more, or
+        again (its GICC_IAR then reads 1023 with no side effect), before its lines change."""
+        self.model = GicModel(nr_cpus, set_cpu_line, nr_irqs, tracer, set_cpu_quiet)
         self._dists = tuple(Distributor(self.model, c) for c in range(nr_cpus))
         self._cpuifs = tuple(CpuInterface(self.model, c) for c in range(nr_cpus))
         self._device_bits = [0] * nr_cpus   # slot i is written by vCPU i's thread only

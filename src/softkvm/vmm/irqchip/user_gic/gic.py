@@ -45,6 +45,7 @@ from softkvm.errors import ConfigError
 from softkvm.kvm.trace import Tracer
 
 LineSink = Callable[[int, int, bool], None]   # (cpu, LINE_IRQ or LINE_FIQ, level)
+QuietSink = Callable[[int, bool], None]       # (cpu, nothing forwarded: GICC_IAR reads 1023)
 LINE_IRQ = 0                                  # KVM_ARM_IRQ_CPU_IRQ
 LINE_FIQ = 1                                  # KVM_ARM_IRQ_CPU_FIQ
 
@@ -100,6 +101,7 @@ class CpuState:
     nsapr: int = 0               # GICC_NSAPR0: active group-1 priorities
     pending: set[int] = field(default_factory=set)   # private INTIDs currently pending
     lines: list[bool] = field(default_factory=lambda: [False, False])  # last levels sent
+    quiet: bool | None = None    # last "nothing forwarded" sent (None: not yet)
 
     def flag(self, bit: G.Field) -> bool:
         return bool(bit.get(self.ctlr))
@@ -118,7 +120,8 @@ class GicModel:
     """A GICv2 distributor and ``nr_cpus`` CPU interfaces driving ``set_cpu_line``."""
 
     def __init__(self, nr_cpus: int, set_cpu_line: LineSink,
-                 nr_irqs: int = DEFAULT_NR_IRQS, tracer: Tracer | None = None) -> None:
+                 nr_irqs: int = DEFAULT_NR_IRQS, tracer: Tracer | None = None,
+                 set_cpu_quiet: QuietSink | None = None) -> None:
         if not 1 <= nr_cpus <= MAX_CPUS:
             raise ConfigError(f"a GICv2 serves 1 to {MAX_CPUS} CPUs, not {nr_cpus}: "
                               f"use --gic v3 for more vCPUs")
@@ -132,6 +135,7 @@ class GicModel:
         self.spis = [IrqState(i, None) for i in range(G.SPI_BASE, last_spi)]
         self.spi_pending: set[int] = set()
         self._set_cpu_line = set_cpu_line
+        self.set_cpu_quiet = set_cpu_quiet
         self._lock = threading.Lock()
         self._out_lock = threading.Lock()   # orders output publication; taken before _lock
         self.tracer = tracer if tracer is not None else Tracer()   # the VM's, for --trace
@@ -148,22 +152,32 @@ class GicModel:
             self.flush_lines()
 
     def flush_lines(self) -> None:
-        """Recompute every CPU's IRQ/FIQ level; call the sink once per changed line."""
+        """Recompute every CPU's IRQ/FIQ level; call the sink once per changed line. A CPU
+        that has nothing forwarded any more, or again, is reported to ``set_cpu_quiet`` first:
+        a CPU interface that stops being quiet must stop answering IAR with 1023 before its
+        line rises."""
         with self._out_lock:
             with self._lock:
-                changes = self._line_changes()
+                quiet, changes = self._line_changes()
+            for cpu, is_quiet in quiet:
+                self.set_cpu_quiet(cpu, is_quiet)  # type: ignore[misc]
             for cpu, line, level in changes:
                 self._set_cpu_line(cpu, line, level)
 
-    def _line_changes(self) -> list[tuple[int, int, bool]]:
-        changes = []
+    def _line_changes(self) -> tuple[list[tuple[int, bool]], list[tuple[int, int, bool]]]:
+        quiet, changes = [], []
+        track_quiet = self.set_cpu_quiet is not None
         for cpu in self.cpus:
-            wanted = self.signal(cpu)
+            best = self.highest_pending(cpu)
+            if track_quiet and cpu.quiet is not (best is None):
+                cpu.quiet = best is None
+                quiet.append((cpu.index, cpu.quiet))
+            wanted = self._signal_for(cpu, best)
             for line in (LINE_IRQ, LINE_FIQ):
                 if cpu.lines[line] != wanted[line]:
                     cpu.lines[line] = wanted[line]
                     changes.append((cpu.index, line, wanted[line]))
-        return changes
+        return quiet, changes
 
     def lines(self, cpu: int) -> tuple[bool, bool]:
         """The (IRQ, FIQ) levels last published for ``cpu``."""
@@ -252,7 +266,9 @@ class GicModel:
 
     def signal(self, cpu: CpuState) -> tuple[bool, bool]:
         """(IRQ, FIQ) the CPU interface drives: group 0 is FIQ only with FIQEn."""
-        irq = self.highest_pending(cpu)
+        return self._signal_for(cpu, self.highest_pending(cpu))
+
+    def _signal_for(self, cpu: CpuState, irq: IrqState | None) -> tuple[bool, bool]:
         if irq is None or not self.can_signal(cpu, irq):
             return (False, False)
         fiq = irq.group == 0 and cpu.flag(G.GICC_CTLR_F.FIQEn)
