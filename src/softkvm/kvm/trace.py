@@ -12,8 +12,8 @@ inject/resample, PSCI calls, SGI generation and the guest's acknowledge / EOI / 
 Free when disabled: every site is written ``if tracer.on: tracer.emit(...)`` — one attribute test;
 no argument is computed, formatted or allocated unless tracing is on. The tracer exists from VM
 creation (``Vm.tracer``, shared by its vCPUs, vGIC, timers and irqfds) and is switched on by the
-VMM (``--trace``). Any thread may emit (vCPU threads, the timer PPI thread, the hrtimer thread,
-the irqfd poller, the VMM's threads): the timestamp is taken under the buffer's lock, so the
+VMM (``--trace``). Any thread may emit (vCPU threads, which also record the timer PPI and the
+background timer as they take them, the irqfd poller, the VMM's threads): the timestamp is taken under the buffer's lock, so the
 buffer is in time order. When full the oldest events are overwritten (ftrace's overwrite mode)
 and counted in ``overrun``.
 """
@@ -55,7 +55,8 @@ TRACEPOINTS: dict[str, Tracepoint] = {
     "kvm_timer_update_irq": Tracepoint("timer", "a timer's output level (irq, level)"),
     "kvm_timer_save_state": Tracepoint("timer", "vcpu_put saved a timer (ctl, cval, timer)"),
     "kvm_timer_restore_state": Tracepoint("timer", "vcpu_load restored a timer"),
-    "kvm_timer_ppi": Tracepoint("timer", "the host timer PPI fired for a loaded timer"),
+    "kvm_timer_ppi": Tracepoint("timer", "the host timer PPI fired for a loaded timer (taken "
+                                "after the exit it caused)"),
     "kvm_timer_hrtimer_expire": Tracepoint("timer", "the background timer of a blocked vCPU "
                                            "expired"),
     "vgic_update_irq_pending": Tracepoint("vgic", "kvm_vgic_inject_irq (irq, level)"),

@@ -11,8 +11,9 @@ Layout (one process, the VM):
   the return to userspace, named by the kernel's exception class: HVC64, DABT_LOW, WFx, IRQ...),
   ``userspace <reason>`` slices (kvm_userspace_exit → the next entry: the VMM's handling of MMIO,
   INTR, ...), and ``halt`` slices inside a WFI exit (from kvm_vcpu_wakeup);
-- one track per other thread that emitted (the timer PPI thread, the hrtimer thread, the irqfd
-  poller, the VMM's own threads), named after the thread;
+- one track per other thread that emitted (the irqfd poller, the VMM's own threads), named
+  after the thread (the timer PPI and background timer are recorded by the vCPU they stop or
+  wake);
 - every other record is an instant event ("i") on its track, args as recorded (addresses hex);
 - interrupt flows, two arrows per delivered interrupt: from its source (timer PPI or background
   timer expiry, the irqfd signal the poller injects, SGI generation, KVM_IRQ_LINE, a device
