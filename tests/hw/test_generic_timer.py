@@ -4,6 +4,7 @@ its planned wake-up."""
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import threading
@@ -241,3 +242,16 @@ def test_a_cancelled_or_far_background_timer_never_wakes(watcher):
         assert not irq.bg_take("v0") and irq.bg_fires == 0 and irq.wake_at_ns is None
     finally:
         os.close(wake)
+
+
+def test_a_dropped_watcher_stops_its_thread():
+    """A VM dropped without close(): collecting the watcher joins its native thread (which would
+    otherwise go on reading vCPU states that no longer exist)."""
+    irq = TimerIrq(kvm().native)
+    irq.register("v0", SkvmVcpu())
+    wait_for(lambda: irq.native_id != 0)
+    tid = irq.native_id
+    assert os.path.exists(f"/proc/self/task/{tid}")
+    del irq
+    gc.collect()
+    assert not os.path.exists(f"/proc/self/task/{tid}")

@@ -24,6 +24,7 @@ publishes when its sleep ends (``watch_until``), and a write pokes only for a de
 from __future__ import annotations
 
 import ctypes
+import weakref
 
 from softkvm.hw.clock import NS_PER_TICK
 from softkvm.hw.native import Native, NativeShimError, SkvmVcpu
@@ -52,7 +53,6 @@ class TimerIrq:
     """The host timer PPI of every loaded vCPU: the shim's watcher thread, keyed by vCPU."""
 
     def __init__(self, native: Native) -> None:
-        self._native = native
         self._fast = native.fast   # these calls are short and never block: they keep the GIL
         self._ppi: int | None = native.shim.skvm_ppi_new()
         if not self._ppi:
@@ -60,6 +60,9 @@ class TimerIrq:
                                   "or threads?)")
         # key -> (state, its address): the states stay alive while the watcher reads them
         self._watched: dict[object, tuple[SkvmVcpu, int]] = {}
+        # A VM dropped without close() must not leave the thread reading freed states: the
+        # finalizer holds them until it has stopped the watcher.
+        self._stop = weakref.finalize(self, _stop_watcher, native.shim, self._ppi, self._watched)
 
     def register(self, key: object, state: SkvmVcpu) -> None:
         """Watch a vCPU's timers (not loaded yet); its guest timer writes poke the watcher."""
@@ -156,9 +159,13 @@ class TimerIrq:
 
     def stop(self) -> None:
         """Stop and join the watcher; the vCPUs must no longer run."""
-        ppi, self._ppi = self._ppi, None
-        for state, _ in self._watched.values():
-            state.notify_fd = -1   # before its eventfd closes (and its number can be reused)
-        if ppi is not None:
-            self._native.shim.skvm_ppi_free(ppi)
-        self._watched.clear()
+        self._ppi = None
+        self._stop()
+
+
+def _stop_watcher(shim: ctypes.CDLL, ppi: int, watched: dict[object, tuple[SkvmVcpu, int]]
+                  ) -> None:
+    for state, _ in watched.values():
+        state.notify_fd = -1   # before its eventfd closes (and its number can be reused)
+    shim.skvm_ppi_free(ppi)
+    watched.clear()

@@ -11,6 +11,7 @@ import errno
 import mmap
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -242,7 +243,7 @@ class Vm:
         self.hrtimers.stop()
         for vcpu in self.vcpus:
             vcpu.core.close()
-            os.close(vcpu.wake_fd)
+            vcpu.close_wake_fd()
 
 
 class Vcpu:
@@ -263,6 +264,7 @@ class Vcpu:
         # Where a blocked vCPU sleeps (kvm_vcpu_block's rcuwait): any thread, and the native
         # timer watcher without the GIL, wakes it with a write.
         self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
+        self.close_wake_fd = weakref.finalize(self, os.close, self.wake_fd)
         self.requests: set[str] = set()
         self.initialized = False
         self.features = 0
