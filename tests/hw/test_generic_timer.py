@@ -15,7 +15,7 @@ import pytest
 from softkvm.hw.clock import NS_PER_TICK, HostTimers, monotonic_ns
 from softkvm.hw.core import ExitKind
 from softkvm.hw.generic_timer import (CTL_ENABLE, CTL_IMASK, MASK64, PTIMER, VTIMER,
-                                      WATCH_NEVER, TimerIrq)
+                                      WATCH_NEVER, WATCH_SCANNING, TimerIrq)
 from softkvm.hw.native import SkvmVcpu
 from tests.support.machine import CODE, kvm, load, make_vm
 
@@ -166,8 +166,9 @@ def test_a_guest_timer_write_pokes_only_for_an_earlier_deadline(what, ctl, wake_
     fd = os.eventfd(0, os.EFD_NONBLOCK)
     try:
         core.state.notify_fd = fd                # ours, not the VM's watcher's
-        wake_at = 0 if wake_in_s is None else monotonic_ns() + int(wake_in_s * 1e9)
-        vm.native.publish_watch(core.state, wake_at)
+        # what the watcher publishes: when its sleep ends, or that it is scanning
+        core.state.watch_until = (WATCH_SCANNING if wake_in_s is None
+                                  else monotonic_ns() + int(wake_in_s * 1e9))
         cval = monotonic_ns() // NS_PER_TICK - core.state.cntvoff + 10 * 62_500_000  # in 10 s
         load(vm, ram, CODE, f"ldr x0, ={cval}\n msr cntv_cval_el0, x0\n mov x1, #{ctl}\n"
                             " msr cntv_ctl_el0, x1\n hvc #0")

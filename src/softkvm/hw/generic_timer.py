@@ -76,29 +76,29 @@ class TimerIrq:
     def load(self, key: object, masked: list[bool] | None = None) -> None:
         """The vCPU's timers are live in the hardware from now on (vcpu_load), with the PPI of
         each timer masked as ``masked`` says (set_masked for both, in the same step)."""
-        watched = self._watched.get(key)
-        if watched is not None and self._ppi is not None:
+        addr = self._addr(key)
+        if addr is not None:
             bits = -1 if masked is None else int(masked[VTIMER]) | int(masked[PTIMER]) << 1
-            self._fast.skvm_ppi_load(self._ppi, watched[1], bits)
+            self._fast.skvm_ppi_load(self._ppi, addr, bits)
 
     def put(self, key: object) -> None:
         """The vCPU's timers are the hypervisor's again (vcpu_put): no PPI for them. (Unloading
         exposes no deadline: the watcher is never woken for it.)"""
-        watched = self._watched.get(key)
-        if watched is not None and self._ppi is not None:
-            self._fast.skvm_ppi_put(self._ppi, watched[1])
+        addr = self._addr(key)
+        if addr is not None:
+            self._fast.skvm_ppi_put(self._ppi, addr)
 
     def set_masked(self, key: object, timer: int, masked: bool) -> None:
         """Leave the PPI active (masked) while KVM forwards a high level, or release it."""
-        watched = self._watched.get(key)
-        if watched is not None and self._ppi is not None:
-            self._fast.skvm_ppi_set_masked(self._ppi, watched[1], timer, int(masked))
+        addr = self._addr(key)
+        if addr is not None:
+            self._fast.skvm_ppi_set_masked(self._ppi, addr, timer, int(masked))
 
     def rearm(self, key: object) -> None:
         """The hypervisor has handled the last expiry: watch again for the next one."""
-        watched = self._watched.get(key)
-        if watched is not None and self._ppi is not None:
-            self._fast.skvm_ppi_rearm(self._ppi, watched[1])
+        addr = self._addr(key)
+        if addr is not None:
+            self._fast.skvm_ppi_rearm(self._ppi, addr)
 
     def take(self, key: object) -> int:
         """The expiries found since the last call, one bit per timer (1 << VTIMER ...). Asked
@@ -111,15 +111,15 @@ class TimerIrq:
     def bg_arm(self, key: object, deadline_ns: int, wake_fd: int) -> None:
         """The vCPU blocks (vcpu_put, blocking): write ``wake_fd`` at ``deadline_ns`` unless
         ``bg_cancel`` comes first. A deadline past 64 bits of ns never falls."""
-        watched = self._watched.get(key)
-        if watched is not None and self._ppi is not None and deadline_ns < WATCH_NEVER:
-            self._fast.skvm_ppi_bg_arm(self._ppi, watched[1], max(deadline_ns, 0), wake_fd)
+        addr = self._addr(key)
+        if addr is not None and deadline_ns < WATCH_NEVER:
+            self._fast.skvm_ppi_bg_arm(self._ppi, addr, max(deadline_ns, 0), wake_fd)
 
     def bg_cancel(self, key: object) -> None:
         """The vCPU no longer blocks (vcpu_load)."""
-        watched = self._watched.get(key)
-        if watched is not None and self._ppi is not None:
-            self._fast.skvm_ppi_bg_cancel(self._ppi, watched[1])
+        addr = self._addr(key)
+        if addr is not None:
+            self._fast.skvm_ppi_bg_cancel(self._ppi, addr)
 
     def bg_take(self, key: object) -> bool:
         """Whether the background timer woke the vCPU since the last call."""
@@ -130,6 +130,11 @@ class TimerIrq:
     @property
     def bg_fires(self) -> int:
         return self._info(_BG_FIRES)
+
+    def _addr(self, key: object) -> int | None:
+        """Where ``key``'s state lies, for the shim; None if unknown or the watcher stopped."""
+        watched = self._watched.get(key)
+        return None if watched is None or self._ppi is None else watched[1]
 
     def _info(self, what: int) -> int:
         return 0 if self._ppi is None else self._fast.skvm_ppi_info(self._ppi, what)

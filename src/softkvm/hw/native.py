@@ -251,7 +251,6 @@ class Native:
         for name in ("skvm_kick", "skvm_take_kick", "skvm_broadcast"):
             getattr(shim, name).argtypes = [ctypes.c_void_p]
         shim.skvm_counter_now.restype = ctypes.c_uint64
-        shim.skvm_publish_watch.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
         fast = ctypes.PyDLL(shim._name, handle=shim._handle)
         _timer_ppi_signatures(shim, fast)
         native = cls(shim, uclib, fast)
@@ -269,10 +268,6 @@ class Native:
     def counter_now(self) -> int:
         """The guest-visible physical count (CNTPCT_EL0) right now."""
         return self.shim.skvm_counter_now()
-
-    def publish_watch(self, state: SkvmVcpu, until: int) -> None:
-        """Tell ``state``'s timer writes when the PPI watcher's sleep ends (with a barrier)."""
-        self.shim.skvm_publish_watch(ctypes.addressof(state), until)
 
 
 def _timer_ppi_signatures(shim: ctypes.CDLL, fast: ctypes.PyDLL) -> None:

@@ -66,7 +66,7 @@ def connect_vcpu(vgic: Vgic, vcpu: Vcpu) -> None:
     """At the vCPU's first run: map the vGIC frames and its CPU interface into its core."""
     core, vcpu_id = vcpu.core, vcpu.vcpu_id
     vif = vgic.vcpu_if(vcpu_id)
-    state = core.state
+    state, gicv = core.state, vgic.is_v2
 
     def on_change() -> None:  # the virtual CPU interface re-drives the core's inputs
         # An exit is needed when a line rises (the core notices HCR_EL2.VI/VF only back in its
@@ -78,7 +78,8 @@ def connect_vcpu(vgic: Vgic, vcpu: Vcpu) -> None:
         irq, fiq = vif.signal()
         rises = (irq and not core.hcr & S.HCR_VI) or (fiq and not core.hcr & S.HCR_VF)
         core.set_irq_lines(irq, fiq)
-        state.no_pending_lr = not vif.has_pending_lr()
+        if gicv:  # the GICV frame answers a spurious IAR read by itself
+            state.no_pending_lr = not vif.has_pending_lr()
         if rises or vif.maintenance():
             core.kick()
 

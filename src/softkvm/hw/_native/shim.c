@@ -35,31 +35,21 @@ static uint64_t counter_now(void) { return skvm_monotonic_ns() / SKVM_NS_PER_TIC
 
 uint64_t skvm_counter_now(void) { return counter_now(); }
 
-/* The watcher's side of notify(): a full barrier orders this store before its reads of the
- * timers, as notify's fence orders a timer write before its read of watch_until. */
-void skvm_publish_watch(struct skvm_vcpu *v, uint64_t until)
-{
-    __atomic_store_n(&v->watch_until, until, __ATOMIC_SEQ_CST);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
-
 /* A write to timer ``t``: poke the watcher only if the comparator now fires before its sleep
  * ends. A later deadline it finds when it wakes anyway, a vanished one merely finds nothing; each
  * poke costs the watcher a thread wake-up and a GIL hand-off, and Linux writes its timer at every
  * tick and every idle entry. */
 static void notify(struct skvm_vcpu *v, const struct skvm_timer *t)
 {
-    uint64_t deadline = skvm_deadline_ns(t, t == &v->timer[0] ? v->cntvoff : 0), until;
+    uint64_t deadline = skvm_deadline_ns(v, (int)(t - v->timer)), until;
     v->timer_writes++;
+    /* Orders the write before the read of watch_until, as the watcher's publish orders its
+     * store of watch_until before its reads of the timers (timer_ppi.c). */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     until = __atomic_load_n(&v->watch_until, __ATOMIC_SEQ_CST);
     if (deadline == SKVM_NEVER || (until != 0 && deadline >= until))
         return;
-    if (v->notify_fd >= 0) {
-        uint64_t one = 1;
-        ssize_t r = write(v->notify_fd, &one, sizeof(one));
-        (void)r; /* a full eventfd already wakes its reader */
-    }
+    skvm_eventfd_signal(v->notify_fd);
 }
 
 /* --- the kick --------------------------------------------------------------------------- */
@@ -336,7 +326,7 @@ static void take_remote(struct skvm_vcpu *v, int running)
             replay_tlbi(v, op2s[i], vals[i]);
     if ((bits & SKVM_R_ALL_CODE) && running) {
         v->remote_tb_flush = 1;
-        __atomic_fetch_or(&v->kick, SKVM_KICK_STOP, __ATOMIC_SEQ_CST);
+        skvm_kick_stop(v);
     } else if (bits & SKVM_R_ALL_CODE) {
         v->api->ctl(v->uc, UC_CTL_WRITE(UC_CTL_TB_FLUSH, 0));
     } else {

@@ -169,14 +169,25 @@ uint64_t skvm_monotonic_ns(void);
 #define SKVM_NS_PER_TICK 16
 #define SKVM_NEVER UINT64_MAX
 
-/* When comparator ``t`` meets its condition (count - ``offset`` >= CVAL), in CLOCK_MONOTONIC ns:
- * SKVM_NEVER while its output is off (not enabled, or IMASK), or past what 64 bits of ns hold. */
-static inline uint64_t skvm_deadline_ns(const struct skvm_timer *t, uint64_t offset)
+/* When timer ``i`` of ``v`` (0 virtual, counting from CNTVOFF; 1 physical) meets its condition
+ * (count >= CVAL), in CLOCK_MONOTONIC ns: SKVM_NEVER while its output is off (not enabled, or
+ * IMASK), or past what 64 bits of ns hold. */
+static inline uint64_t skvm_deadline_ns(const struct skvm_vcpu *v, int i)
 {
-    uint64_t ticks = t->cval + offset;
+    const struct skvm_timer *t = &v->timer[i];
+    uint64_t ticks = t->cval + (i == 0 ? v->cntvoff : 0);
     if ((t->ctl & 3) != 1 || ticks >= SKVM_NEVER / SKVM_NS_PER_TICK)
         return SKVM_NEVER;
     return ticks * SKVM_NS_PER_TICK;
+}
+
+/* Wake whoever waits on eventfd ``fd`` (if any: -1 is none). A full eventfd already wakes its
+ * reader, so a failed write loses nothing. */
+static inline void skvm_eventfd_signal(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0)
+        return;
 }
 
 /* Ask the vCPU to leave the core at its next block boundary (any thread). */

@@ -54,14 +54,12 @@ struct skvm_ppi {
 enum { SKVM_PPI_FIRES = 0, SKVM_PPI_POKES = 1, SKVM_PPI_SCANS = 2, SKVM_PPI_WAKE_AT = 3,
        SKVM_PPI_TID = 4, SKVM_PPI_BG_FIRES = 5 };
 
-static uint64_t offset_of(const struct skvm_vcpu *v, int t) { return t == 0 ? v->cntvoff : 0; }
-
 /* When timer ``t`` can raise the PPI: SKVM_NEVER while masked, once fired, or output off. */
 static uint64_t ppi_deadline(const struct skvm_vcpu *v, int t)
 {
     if (v->ppi_state & (SKVM_PPI_MASKED(t) | SKVM_PPI_FIRED(t)))
         return SKVM_NEVER;
-    return skvm_deadline_ns(&v->timer[t], offset_of(v, t));
+    return skvm_deadline_ns(v, t);
 }
 
 /* Whether ``v`` has a live deadline before the planned wake-up (lock held). */
@@ -77,12 +75,12 @@ static int sooner_locked(const struct skvm_ppi *p, const struct skvm_vcpu *v)
 
 static void poke(struct skvm_ppi *p)
 {
-    uint64_t one = 1;
     __atomic_fetch_add(&p->pokes, 1, __ATOMIC_RELAXED);
-    ssize_t r = write(p->wake_fd, &one, sizeof(one));
-    (void)r; /* a full eventfd already wakes its reader */
+    skvm_eventfd_signal(p->wake_fd);
 }
 
+/* A full barrier orders these stores before the scan's reads of the timers, as notify's fence
+ * (shim.c) orders a guest timer write before its read of watch_until. */
 static void publish(struct skvm_ppi *p, uint64_t until)
 {
     for (uint32_t i = 0; i < p->n; i++)
@@ -94,14 +92,12 @@ static void publish(struct skvm_ppi *p, uint64_t until)
  * deadline still to watch. */
 static uint64_t bg_expire(struct skvm_ppi *p, struct skvm_vcpu *v, uint64_t now, uint64_t earliest)
 {
-    uint64_t one = 1;
     if (v->bg_deadline > now)
         return v->bg_deadline < earliest ? v->bg_deadline : earliest;
     v->bg_deadline = SKVM_NEVER;
     __atomic_store_n(&v->bg_fired, 1, __ATOMIC_SEQ_CST);
     p->bg_fires++;
-    if (v->wake_fd >= 0 && write(v->wake_fd, &one, sizeof(one)) < 0)
-        (void)errno; /* a full eventfd already wakes its reader */
+    skvm_eventfd_signal(v->wake_fd);
     return earliest;
 }
 
